@@ -1,0 +1,53 @@
+# offerd: the two commands are `make demo` and `make test`. See README.md.
+PYTHON    ?= /usr/bin/python3
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS      ?= 2
+VAR       ?= var
+
+export PYTHON
+
+.PHONY: all deps build py-stubs test test-cpp test-py demo demo-data clean help
+
+all: build
+
+help:
+	@echo "make demo   - install deps, build, build demo data under $(VAR)/, run offerd"
+	@echo "make test   - install deps, build, run every C++ (ctest) and Python (pytest) test"
+	@echo "make build  - configure and build into $(BUILD_DIR)/ (binaries in $(BUILD_DIR)/bin)"
+
+deps:
+	bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+	$(MAKE) --no-print-directory py-stubs
+
+# Python gRPC stubs, generated with the system protoc and Debian's grpc_python_plugin (the
+# protoc bundled with Debian's grpc_tools is too old for proto3 `optional`). The health and
+# reflection stubs are top-level modules so they do not collide with the `grpc` package.
+py-stubs:
+	mkdir -p $(BUILD_DIR)/py
+	protoc -Iproto --python_out=$(BUILD_DIR)/py --grpc_python_out=$(BUILD_DIR)/py \
+	  --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin \
+	  proto/offerd/v1/offer_service.proto proto/offerd/v1/admin_service.proto
+	protoc -Iproto/grpc/health/v1 -Iproto/grpc/reflection/v1alpha \
+	  --python_out=$(BUILD_DIR)/py --grpc_python_out=$(BUILD_DIR)/py \
+	  --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin \
+	  proto/grpc/health/v1/health.proto proto/grpc/reflection/v1alpha/reflection.proto
+
+test: build
+	BUILD_DIR=$(BUILD_DIR) bash scripts/run-tests.sh
+
+test-cpp:
+	BUILD_DIR=$(BUILD_DIR) bash scripts/run-tests.sh cpp
+
+test-py:
+	BUILD_DIR=$(BUILD_DIR) bash scripts/run-tests.sh py
+
+demo: build
+	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,102 @@
+// offerd: the offer decision server. See README.md for flags and operations.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/cli_help.h"
+#include "server/clock.h"
+#include "server/log.h"
+#include "server/server.h"
+#include "store/file_util.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "Address of the public port: OfferService, grpc.health.v1.Health, reflection. Port 0 "
+          "picks a free port (see --port_file).");
+ABSL_FLAG(std::string, admin_listen, "127.0.0.1:50052",
+          "Address of the AdminService port (loopback by default).");
+ABSL_FLAG(std::string, snapshot_root, "",
+          "Directory holding snapshot bundles, one sub-directory per version. Required.");
+ABSL_FLAG(std::string, db_path, "", "RocksDB directory (created when missing). Required.");
+ABSL_FLAG(std::vector<std::string>, ingest, {},
+          "users.jsonl file(s) to load into the store at startup, comma-separated.");
+ABSL_FLAG(std::string, port_file, "",
+          "When set, the bound public port is written to this file once serving.");
+ABSL_FLAG(std::string, admin_port_file, "",
+          "When set, the bound admin port is written to this file once serving.");
+ABSL_FLAG(bool, trust_client_time, false,
+          "Use client-supplied timestamps (replays and tests). Off: the server clock is used.");
+ABSL_FLAG(std::string, log_level, "info", "Minimum log level: debug, info, warning, error.");
+ABSL_FLAG(double, drain_seconds, 10.0,
+          "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "offerd: low-latency offer recommendation server.\n\n"
+    "usage: offerd --snapshot_root=DIR --db_path=DIR [--ingest=users.jsonl] [flags]";
+
+int Fail(const std::string& message) {
+  offerd::log::Error("fatal", {{"error", message}});
+  std::fprintf(stderr, "offerd: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (offerd::MaybePrintHelp(argc, argv, kUsage, "server/main.cc")) return 0;
+  absl::SetProgramUsageMessage(kUsage);
+  absl::ParseCommandLine(argc, argv);
+
+  offerd::log::Level level;
+  if (!offerd::log::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return Fail("--log_level must be debug, info, warning or error");
+  }
+  offerd::log::SetMinLevel(level);
+
+  // Block the shutdown signals in every thread (gRPC's threads inherit this mask) so that
+  // only the sigwait() below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  offerd::SystemClock clock;
+  offerd::OfferdServer::Options options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.admin_listen = absl::GetFlag(FLAGS_admin_listen);
+  options.snapshot_root = absl::GetFlag(FLAGS_snapshot_root);
+  options.db_path = absl::GetFlag(FLAGS_db_path);
+  options.ingest_files = absl::GetFlag(FLAGS_ingest);
+  options.trust_client_time = absl::GetFlag(FLAGS_trust_client_time);
+
+  absl::StatusOr<std::unique_ptr<offerd::OfferdServer>> server =
+      offerd::OfferdServer::Create(options, &clock);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (absl::Status s = (*server)->Start(); !s.ok()) return Fail(std::string(s.message()));
+
+  for (const auto& [flag, port] : {std::pair{absl::GetFlag(FLAGS_port_file), (*server)->port()},
+                                   std::pair{absl::GetFlag(FLAGS_admin_port_file),
+                                             (*server)->admin_port()}}) {
+    if (flag.empty()) continue;
+    if (absl::Status s = offerd::WriteFileAtomically(flag, absl::StrCat(port, "\n")); !s.ok()) {
+      (*server)->Shutdown(absl::ZeroDuration());
+      return Fail(std::string(s.message()));
+    }
+  }
+
+  int received = 0;
+  sigwait(&signals, &received);
+  offerd::log::Info("shutdown_requested", {{"signal", received == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)));
+  (*server)->Wait();
+  return 0;
+}

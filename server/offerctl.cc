@@ -1,0 +1,175 @@
+// offerctl: operator/developer CLI for offerd. Prints JSON with the proto field names.
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "offerd/v1/admin_service.grpc.pb.h"
+#include "offerd/v1/offer_service.grpc.pb.h"
+#include "server/cli_help.h"
+
+ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Address of offerd's public port.");
+ABSL_FLAG(std::string, admin_addr, "127.0.0.1:50052", "Address of offerd's admin port.");
+ABSL_FLAG(int, timeout_ms, 5000, "Deadline of each call, milliseconds.");
+ABSL_FLAG(std::string, user, "", "recommend/report: user id.");
+ABSL_FLAG(int, n, 5, "recommend: number of offers (1..100).");
+ABSL_FLAG(bool, explain, false, "recommend: include an explanation per offer.");
+ABSL_FLAG(std::string, channel, "web", "recommend: context channel (web, app, email, push).");
+ABSL_FLAG(std::string, device, "", "recommend: context device.");
+ABSL_FLAG(std::string, page, "home", "recommend: context page.");
+ABSL_FLAG(std::string, country, "", "recommend: context country (ISO 3166-1 alpha-2).");
+ABSL_FLAG(std::string, request_id, "", "recommend: request id for logs.");
+ABSL_FLAG(std::string, offer, "", "report: offer id.");
+ABSL_FLAG(std::string, type, "",
+          "report: event type: impression, click, redeem, dismiss or purchase.");
+ABSL_FLAG(double, amount, 0.0, "report: purchase amount, currency units.");
+ABSL_FLAG(std::string, decision, "", "report: decision_id of the response that showed the offer.");
+ABSL_FLAG(int64_t, timestamp_ms, 0, "report: event time, Unix ms (0 = now).");
+ABSL_FLAG(std::string, version, "", "load: bundle version to load.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "offerctl: talk to a running offerd.\n\n"
+    "usage: offerctl [--addr=H:P] [--admin_addr=H:P] <command> [flags]\n\n"
+    "commands:\n"
+    "  recommend --user=U [--n=N] [--explain] [--channel=C] [--country=CC]\n"
+    "  report --user=U --offer=O --type=impression|click|redeem|dismiss|purchase\n"
+    "         [--amount=X] [--decision=ID] [--timestamp_ms=MS]\n"
+    "  status                      bundle versions, rejections, store facts\n"
+    "  load --version=V            load and publish bundle V\n"
+    "  rollback                    return to the previous bundle";
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "offerctl: %s\n", message.c_str());
+  return 1;
+}
+
+int PrintJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) return Fail(absl::StrCat("cannot print response: ", status.ToString()));
+  std::fputs(out.c_str(), stdout);
+  return 0;
+}
+
+int CallFailed(const std::string& what, const grpc::Status& status, const std::string& addr) {
+  static const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int code = static_cast<int>(status.error_code());
+  const char* name = code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN";
+  return Fail(absl::StrCat(what, " failed (", addr, "): ", name, ": ", status.error_message()));
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+}
+
+bool ParseEventType(std::string text, offerd::v1::EventType* type) {
+  text = absl::AsciiStrToUpper(text);
+  return offerd::v1::EventType_Parse(text, type) && *type != offerd::v1::EVENT_TYPE_UNSPECIFIED;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (offerd::MaybePrintHelp(argc, argv, kUsage, "server/offerctl.cc")) return 0;
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) return Fail(absl::StrCat("expected one command\n\n", kUsage));
+  const std::string command = args[1];
+  const std::string addr = absl::GetFlag(FLAGS_addr);
+  const std::string admin_addr = absl::GetFlag(FLAGS_admin_addr);
+
+  if (command == "recommend") {
+    if (absl::GetFlag(FLAGS_user).empty()) return Fail("recommend: --user is required");
+    auto stub = offerd::v1::OfferService::NewStub(
+        grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    offerd::v1::RecommendRequest request;
+    request.set_user_id(absl::GetFlag(FLAGS_user));
+    request.set_num_offers(absl::GetFlag(FLAGS_n));
+    request.set_explain(absl::GetFlag(FLAGS_explain));
+    request.set_request_id(absl::GetFlag(FLAGS_request_id));
+    request.mutable_context()->set_channel(absl::GetFlag(FLAGS_channel));
+    request.mutable_context()->set_device(absl::GetFlag(FLAGS_device));
+    request.mutable_context()->set_page(absl::GetFlag(FLAGS_page));
+    request.mutable_context()->set_country(absl::GetFlag(FLAGS_country));
+    offerd::v1::RecommendResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    grpc::Status status = stub->Recommend(&context, request, &response);
+    if (!status.ok()) return CallFailed("recommend", status, addr);
+    return PrintJson(response);
+  }
+  if (command == "report") {
+    offerd::v1::EventType type;
+    if (!ParseEventType(absl::GetFlag(FLAGS_type), &type)) {
+      return Fail("report: --type must be impression, click, redeem, dismiss or purchase");
+    }
+    auto stub = offerd::v1::OfferService::NewStub(
+        grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    offerd::v1::ReportEventsRequest request;
+    offerd::v1::Event* event = request.add_events();
+    event->set_user_id(absl::GetFlag(FLAGS_user));
+    event->set_offer_id(absl::GetFlag(FLAGS_offer));
+    event->set_type(type);
+    event->set_amount(absl::GetFlag(FLAGS_amount));
+    event->set_decision_id(absl::GetFlag(FLAGS_decision));
+    event->set_timestamp_ms(absl::GetFlag(FLAGS_timestamp_ms));
+    offerd::v1::ReportEventsResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    grpc::Status status = stub->ReportEvents(&context, request, &response);
+    if (!status.ok()) return CallFailed("report", status, addr);
+    const int rc = PrintJson(response);
+    if (rc != 0) return rc;
+    if (response.rejected_size() > 0) {
+      return Fail(absl::StrCat("report: event rejected: ", response.rejected(0).reason()));
+    }
+    return 0;
+  }
+  auto admin = offerd::v1::AdminService::NewStub(
+      grpc::CreateChannel(admin_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  if (command == "status") {
+    offerd::v1::GetStatusResponse response;
+    grpc::Status status = admin->GetStatus(&context, offerd::v1::GetStatusRequest(), &response);
+    if (!status.ok()) return CallFailed("status", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "load") {
+    if (absl::GetFlag(FLAGS_version).empty()) return Fail("load: --version is required");
+    offerd::v1::LoadSnapshotRequest request;
+    request.set_version(absl::GetFlag(FLAGS_version));
+    offerd::v1::LoadSnapshotResponse response;
+    grpc::Status status = admin->LoadSnapshot(&context, request, &response);
+    if (!status.ok()) return CallFailed("load", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "rollback") {
+    offerd::v1::RollbackResponse response;
+    grpc::Status status = admin->Rollback(&context, offerd::v1::RollbackRequest(), &response);
+    if (!status.ok()) return CallFailed("rollback", status, admin_addr);
+    return PrintJson(response);
+  }
+  return Fail(absl::StrCat("unknown command \"", command, "\"\n\n", kUsage));
+}

@@ -1,0 +1,86 @@
+#ifndef OFFERD_SERVER_SERVER_H_
+#define OFFERD_SERVER_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace offerd {
+
+class AdminServiceImpl;
+class Clock;
+class EventApplier;
+class OfferServiceImpl;
+class Recommender;
+class RocksDbStore;
+class SnapshotManager;
+
+// The whole offerd process minus flag parsing and signals: opens the store, ingests user
+// features, loads the newest valid bundle, and serves OfferService (+ health, reflection) and
+// AdminService on their own listeners.
+//
+// Thread safety: Start/Shutdown/Wait are called from one controlling thread.
+class OfferdServer {
+ public:
+  struct Options {
+    std::string listen = "0.0.0.0:50051";          // OfferService + health + reflection
+    std::string admin_listen = "127.0.0.1:50052";  // AdminService
+    std::string snapshot_root;                     // required
+    std::string db_path;                           // required
+    std::vector<std::string> ingest_files;         // users.jsonl files to ingest at startup
+    bool trust_client_time = false;
+    int max_receive_message_bytes = 4 << 20;
+  };
+
+  // Opens the store, ingests, loads a bundle. Errors: unusable db path, bad ingest file, no
+  // valid bundle (the message lists each rejected bundle and why).
+  static absl::StatusOr<std::unique_ptr<OfferdServer>> Create(const Options& options,
+                                                              const Clock* clock);
+  ~OfferdServer();
+
+  // Binds both listeners and starts serving. Error when a port cannot be bound.
+  absl::Status Start();
+
+  // Bound ports (useful with port 0). Valid after Start().
+  int port() const { return port_; }
+  int admin_port() const { return admin_port_; }
+
+  // Health -> NOT_SERVING, stop accepting, let in-flight calls finish for at most `drain`,
+  // then flush the store. Idempotent.
+  void Shutdown(absl::Duration drain);
+
+  // Blocks until Shutdown() has completed.
+  void Wait();
+
+  SnapshotManager* snapshots() { return snapshots_.get(); }
+  RocksDbStore* store() { return store_.get(); }
+
+ private:
+  OfferdServer() = default;
+
+  Options options_;
+  const Clock* clock_ = nullptr;
+  std::unique_ptr<RocksDbStore> store_;
+  std::unique_ptr<SnapshotManager> snapshots_;
+  std::unique_ptr<Recommender> recommender_;
+  std::unique_ptr<EventApplier> events_;
+  std::unique_ptr<OfferServiceImpl> offer_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> admin_server_;
+  int port_ = 0;
+  int admin_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace offerd
+
+#endif  // OFFERD_SERVER_SERVER_H_

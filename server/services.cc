@@ -1,0 +1,93 @@
+#include "server/services.h"
+
+#include "server/grpc_status.h"
+
+namespace offerd {
+namespace {
+
+void FillBundleStatus(const SnapshotManager::BundleInfo& info, v1::BundleStatus* out) {
+  out->set_version(info.version);
+  out->set_loaded_at_ms(info.loaded_at_ms);
+  out->set_load_ms(info.load_ms);
+  out->set_num_offers(info.num_offers);
+  out->set_embedding_dim(info.embedding_dim);
+  out->set_index_type(info.index_type);
+  out->set_feature_schema_id(info.feature_schema_id);
+}
+
+// A request whose deadline has already passed is not worked on.
+bool DeadlinePassed(const grpc::CallbackServerContext* context) {
+  return context->deadline() < std::chrono::system_clock::now();
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* OfferServiceImpl::Recommend(grpc::CallbackServerContext* context,
+                                                      const v1::RecommendRequest* request,
+                                                      v1::RecommendResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (DeadlinePassed(context)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"));
+    return reactor;
+  }
+  reactor->Finish(ToGrpcStatus(recommender_->Recommend(*request, response)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OfferServiceImpl::ReportEvents(grpc::CallbackServerContext* context,
+                                                         const v1::ReportEventsRequest* request,
+                                                         v1::ReportEventsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(events_->Apply(*request, response)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerContext* context,
+                                                         const v1::LoadSnapshotRequest* request,
+                                                         v1::LoadSnapshotResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->LoadVersion(request->version());
+  if (info.ok()) {
+    response->set_version(info->version);
+    response->set_load_ms(info->load_ms);
+  }
+  reactor->Finish(ToGrpcStatus(info.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext* context,
+                                                     const v1::RollbackRequest* /*request*/,
+                                                     v1::RollbackResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const SnapshotManager::StatusSnapshot before = snapshots_->Status();
+  absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Rollback();
+  if (info.ok()) {
+    response->set_version(info->version);
+    if (before.current) response->set_previous_version(before.current->version);
+  }
+  reactor->Finish(ToGrpcStatus(info.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
+                                                      const v1::GetStatusRequest* /*request*/,
+                                                      v1::GetStatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const SnapshotManager::StatusSnapshot status = snapshots_->Status();
+  if (status.current) FillBundleStatus(*status.current, response->mutable_current());
+  if (status.previous) FillBundleStatus(*status.previous, response->mutable_previous());
+  for (const auto& [version, rejection] : status.rejected) {
+    v1::RejectedVersion* r = response->add_rejected();
+    r->set_version(version);
+    r->set_error(rejection.error);
+    r->set_at_ms(rejection.at_ms);
+  }
+  response->set_users_estimate(store_->ApproximateUserCount());
+  response->set_store_feature_schema_id(store_->feature_schema_id());
+  response->set_started_at_ms(started_at_ms_);
+  response->set_server_version(OFFERD_VERSION);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace offerd

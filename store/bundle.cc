@@ -1,0 +1,204 @@
+#include "store/bundle.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "core/vector_math.h"
+#include "store/faiss_retriever.h"
+#include "store/file_util.h"
+#include "store/npy.h"
+#include "store/offer_catalog.h"
+
+namespace offerd {
+namespace {
+
+constexpr char kManifestFile[] = "MANIFEST.json";
+constexpr char kCatalogFile[] = "offers.jsonl";
+constexpr char kEmbeddingsFile[] = "offer_embeddings.npy";
+constexpr double kUnitNormTolerance = 1e-3;
+
+}  // namespace
+
+bool IsValidBundleVersion(absl::string_view version) {
+  if (version.empty() || version.size() > 128 || version[0] == '.') return false;
+  for (char c : version) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<std::string>> ListBundleVersions(const std::string& snapshot_root) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(snapshot_root, ec);
+  if (ec) {
+    return absl::NotFoundError(
+        absl::StrCat("snapshot root ", snapshot_root, ": ", ec.message()));
+  }
+  std::vector<std::string> versions;
+  for (const auto& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (!IsValidBundleVersion(name)) continue;
+    if (!entry.is_directory(ec)) continue;
+    versions.push_back(name);
+  }
+  std::sort(versions.begin(), versions.end(), std::greater<>());
+  return versions;
+}
+
+absl::Span<const float> Bundle::offer_embedding(int32_t offer_index) const {
+  const size_t dim = static_cast<size_t>(manifest_.embedding_dim);
+  return absl::MakeConstSpan(embeddings_.data() + offer_index * dim, dim);
+}
+
+std::optional<int32_t> Bundle::FindOffer(absl::string_view offer_id) const {
+  auto it = offer_index_.find(offer_id);
+  if (it == offer_index_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const Bundle>> Bundle::Load(const std::string& dir,
+                                                           const LoadOptions& options) {
+  std::filesystem::path dir_path(dir);
+  if (!dir_path.has_filename()) dir_path = dir_path.parent_path();  // "root/v1/" -> "root/v1"
+  const std::string dir_name = dir_path.filename().string();
+  const auto fail = [&](absl::string_view file, const absl::Status& status) {
+    return absl::Status(status.code(), absl::StrCat("bundle ", dir_name, ": ", file, ": ",
+                                                    status.message()));
+  };
+  const auto path_of = [&](absl::string_view file) { return absl::StrCat(dir, "/", file); };
+
+  auto bundle = std::shared_ptr<Bundle>(new Bundle());
+
+  // 1. Manifest.
+  absl::StatusOr<std::string> manifest_text = ReadFileToString(path_of(kManifestFile));
+  if (!manifest_text.ok()) {
+    return fail(kManifestFile, absl::Status(manifest_text.status().code(), "cannot read"));
+  }
+  absl::StatusOr<BundleManifest> manifest = ParseManifest(*manifest_text);
+  if (!manifest.ok()) return fail(kManifestFile, manifest.status());
+  bundle->manifest_ = std::move(*manifest);
+  const BundleManifest& m = bundle->manifest_;
+  if (m.version != dir_name) {
+    return fail(kManifestFile,
+                absl::InvalidArgumentError(absl::StrCat("version \"", m.version,
+                                                        "\" does not match the directory name")));
+  }
+  for (const char* required : {kCatalogFile, kEmbeddingsFile}) {
+    if (m.files.find(required) == m.files.end()) {
+      return fail(kManifestFile, absl::InvalidArgumentError(
+                                     absl::StrCat("files: ", required, " is not listed")));
+    }
+  }
+  if (!m.index.file.empty() && m.files.find(m.index.file) == m.files.end()) {
+    return fail(kManifestFile, absl::InvalidArgumentError(absl::StrCat(
+                                   "index.file ", m.index.file, " is not listed in files")));
+  }
+
+  // 2. Checksums of every listed file, before parsing any of them.
+  for (const auto& [file, entry] : m.files) {
+    struct stat st;
+    if (::stat(path_of(file).c_str(), &st) != 0) {
+      return fail(file, absl::NotFoundError("listed in the manifest but missing"));
+    }
+    if (entry.bytes > 0 && st.st_size != entry.bytes) {
+      return fail(file, absl::DataLossError(absl::StrCat("size is ", st.st_size,
+                                                         " bytes, manifest says ", entry.bytes)));
+    }
+    absl::StatusOr<std::string> digest = Sha256File(path_of(file));
+    if (!digest.ok()) return fail(file, digest.status());
+    if (*digest != entry.sha256) {
+      return fail(file, absl::DataLossError(absl::StrCat("sha256 mismatch: file has ", *digest,
+                                                         ", manifest says ", entry.sha256)));
+    }
+  }
+
+  // 3. Feature schema against the stored user features.
+  if (!options.expected_feature_schema_id.empty() &&
+      m.feature_schema.id != options.expected_feature_schema_id) {
+    return fail(kManifestFile,
+                absl::FailedPreconditionError(absl::StrCat(
+                    "feature_schema.id ", m.feature_schema.id,
+                    " differs from the stored user features' schema ",
+                    options.expected_feature_schema_id, "; re-ingest the user features")));
+  }
+
+  // 4. Catalog.
+  absl::StatusOr<std::string> catalog_text = ReadFileToString(path_of(kCatalogFile));
+  if (!catalog_text.ok()) return fail(kCatalogFile, catalog_text.status());
+  absl::StatusOr<std::vector<Offer>> offers = ParseOfferCatalog(*catalog_text);
+  if (!offers.ok()) return fail(kCatalogFile, offers.status());
+  if (static_cast<int64_t>(offers->size()) != m.num_offers) {
+    return fail(kCatalogFile, absl::InvalidArgumentError(absl::StrCat(
+                                  "has ", offers->size(), " offers, manifest num_offers is ",
+                                  m.num_offers)));
+  }
+  bundle->offers_ = std::move(*offers);
+  bundle->offer_index_.reserve(bundle->offers_.size());
+  for (size_t i = 0; i < bundle->offers_.size(); ++i) {
+    bundle->offer_index_.emplace(bundle->offers_[i].offer_id, static_cast<int32_t>(i));
+  }
+
+  // 5. Embeddings.
+  absl::StatusOr<std::string> npy_bytes = ReadFileToString(path_of(kEmbeddingsFile));
+  if (!npy_bytes.ok()) return fail(kEmbeddingsFile, npy_bytes.status());
+  absl::StatusOr<NpyFloatArray> npy = ParseNpyFloat32(*npy_bytes);
+  npy_bytes->clear();
+  npy_bytes->shrink_to_fit();
+  if (!npy.ok()) return fail(kEmbeddingsFile, npy.status());
+  if (npy->shape.size() != 2 || npy->shape[0] != m.num_offers ||
+      npy->shape[1] != m.embedding_dim) {
+    std::string shape = "(";
+    for (int64_t d : npy->shape) absl::StrAppend(&shape, d, ",");
+    shape += ")";
+    return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
+                                     "shape ", shape, " must be (num_offers=", m.num_offers,
+                                     ", embedding_dim=", m.embedding_dim, ")")));
+  }
+  const int dim = m.embedding_dim;
+  for (int64_t row = 0; row < m.num_offers; ++row) {
+    absl::Span<const float> v = absl::MakeConstSpan(npy->data.data() + row * dim, dim);
+    if (!AllFinite(v)) {
+      return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
+                                       "row ", row, " (offer ", bundle->offers_[row].offer_id,
+                                       ") contains NaN or Inf")));
+    }
+    const double norm = L2Norm(v);
+    if (std::fabs(norm - 1.0) > kUnitNormTolerance) {
+      return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
+                                       "row ", row, " (offer ", bundle->offers_[row].offer_id,
+                                       ") has L2 norm ", norm, ", rows must be unit-norm")));
+    }
+  }
+  bundle->embeddings_ = std::move(npy->data);
+
+  // 6. Cold-start query: the normalised mean offer embedding.
+  bundle->cold_start_query_ = MeanRows(bundle->embeddings_, m.num_offers, dim);
+  if (!L2NormalizeInPlace(absl::MakeSpan(bundle->cold_start_query_))) {
+    // Embeddings that cancel out exactly: fall back to the first offer's direction.
+    bundle->cold_start_query_.assign(bundle->embeddings_.begin(),
+                                     bundle->embeddings_.begin() + dim);
+  }
+
+  // 7. Index.
+  const std::string index_path = m.index.file.empty() ? "" : path_of(m.index.file);
+  absl::StatusOr<std::unique_ptr<FaissRetriever>> retriever =
+      FaissRetriever::Create(m.index, bundle->embeddings_, m.num_offers, dim, index_path);
+  if (!retriever.ok()) {
+    return fail(m.index.file.empty() ? std::string("index") : m.index.file, retriever.status());
+  }
+  bundle->retriever_ = std::move(*retriever);
+
+  bundle->memory_bytes_ = static_cast<int64_t>(bundle->embeddings_.size() * sizeof(float) * 2 +
+                                               bundle->offers_.size() * 256);
+  return std::shared_ptr<const Bundle>(std::move(bundle));
+}
+
+}  // namespace offerd

@@ -1,0 +1,74 @@
+#ifndef OFFERD_STORE_BUNDLE_H_
+#define OFFERD_STORE_BUNDLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "core/offer.h"
+#include "core/retriever.h"
+#include "store/manifest.h"
+
+namespace offerd {
+
+// One immutable, validated snapshot bundle in memory: catalog, embeddings and index
+// (docs/snapshot-format.md). Shared read-only by every request that pinned it.
+//
+// Thread safety: immutable after Load(); all methods are safe to call concurrently.
+class Bundle {
+ public:
+  struct LoadOptions {
+    // When non-empty, the bundle's feature_schema.id must equal it (the schema the stored
+    // user features were ingested with).
+    std::string expected_feature_schema_id;
+  };
+
+  // Loads and validates `<dir>`: manifest, sha256 and size of every listed file, catalog,
+  // embeddings (shape, dtype, NaN/Inf, unit norm), feature schema, index. Every error names
+  // the bundle version, the file and the reason: "bundle V: FILE: reason".
+  static absl::StatusOr<std::shared_ptr<const Bundle>> Load(const std::string& dir,
+                                                           const LoadOptions& options);
+
+  const BundleManifest& manifest() const { return manifest_; }
+  const std::string& version() const { return manifest_.version; }
+  int dimension() const { return manifest_.embedding_dim; }
+  const std::vector<Offer>& offers() const { return offers_; }
+  absl::Span<const float> offer_embedding(int32_t offer_index) const;
+  const CandidateRetriever& retriever() const { return *retriever_; }
+  // The query used for users without a stored embedding: the L2-normalised mean offer
+  // embedding.
+  absl::Span<const float> cold_start_query() const { return cold_start_query_; }
+  // Catalog row of `offer_id`, if present.
+  std::optional<int32_t> FindOffer(absl::string_view offer_id) const;
+  // Approximate bytes held (embeddings, catalog, index).
+  int64_t memory_bytes() const { return memory_bytes_; }
+
+ private:
+  Bundle() = default;
+
+  BundleManifest manifest_;
+  std::vector<Offer> offers_;
+  std::vector<float> embeddings_;
+  std::unique_ptr<CandidateRetriever> retriever_;
+  std::vector<float> cold_start_query_;
+  absl::flat_hash_map<std::string, int32_t> offer_index_;
+  int64_t memory_bytes_ = 0;
+};
+
+// True when `version` is a valid bundle directory name: [0-9A-Za-z._-]{1,128}, not starting
+// with '.'.
+bool IsValidBundleVersion(absl::string_view version);
+
+// Valid bundle versions (directories) under `snapshot_root`, newest (lexicographically
+// highest) first. Entries starting with '.' and other names are ignored.
+absl::StatusOr<std::vector<std::string>> ListBundleVersions(const std::string& snapshot_root);
+
+}  // namespace offerd
+
+#endif  // OFFERD_STORE_BUNDLE_H_

@@ -1,0 +1,61 @@
+#ifndef OFFERD_STORE_FAISS_RETRIEVER_H_
+#define OFFERD_STORE_FAISS_RETRIEVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/retriever.h"
+
+namespace faiss {
+struct Index;
+}
+
+namespace offerd {
+
+// How to index a bundle's offer embeddings (MANIFEST.json "index"). Inner product throughout.
+struct IndexSpec {
+  std::string type = "flat";  // "flat", "ivf" or "hnsw"
+  int ivf_nlist = 0;          // ivf: number of inverted lists; 0 = 4 * sqrt(num_offers)
+  int ivf_nprobe = 16;        // ivf: lists probed per query
+  int hnsw_m = 32;            // hnsw: graph degree
+  int hnsw_ef_construction = 200;
+  int hnsw_ef_search = 256;   // hnsw: search beam width
+  std::string file;           // optional prebuilt FAISS index, relative to the bundle dir
+};
+
+// CandidateRetriever over a FAISS index. FAISS exceptions are caught here and returned as
+// Status errors; nothing throws out of this class.
+//
+// Thread safety: Search() is safe to call concurrently (it only reads the index and passes
+// per-call search parameters; it never mutates shared index state).
+class FaissRetriever final : public CandidateRetriever {
+ public:
+  // Builds the index described by `spec` over `embeddings` ([rows, dim], row-major, rows
+  // L2-normalised), or reads `index_path` when non-empty (then it must hold `rows` vectors of
+  // `dim` dimensions). Errors name `index_path` or the index type.
+  static absl::StatusOr<std::unique_ptr<FaissRetriever>> Create(const IndexSpec& spec,
+                                                                const std::vector<float>& embeddings,
+                                                                int64_t rows, int dim,
+                                                                const std::string& index_path);
+  ~FaissRetriever() override;
+
+  absl::Status Search(absl::Span<const float> query, int k,
+                      std::vector<Candidate>* out) const override;
+  int dimension() const override { return dim_; }
+  int64_t size() const override { return rows_; }
+
+ private:
+  FaissRetriever(std::unique_ptr<faiss::Index> index, IndexSpec spec, int dim, int64_t rows);
+
+  std::unique_ptr<faiss::Index> index_;
+  IndexSpec spec_;
+  int dim_;
+  int64_t rows_;
+};
+
+}  // namespace offerd
+
+#endif  // OFFERD_STORE_FAISS_RETRIEVER_H_

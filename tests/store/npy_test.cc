@@ -1,0 +1,51 @@
+#include "store/npy.h"
+
+#include <gtest/gtest.h>
+
+namespace offerd {
+namespace {
+
+TEST(NpyTest, RoundTripsFloat32) {
+  const std::vector<float> data = {1, 2, 3, 4, 5, 6};
+  const std::string bytes = EncodeNpyFloat32({2, 3}, data);
+  absl::StatusOr<NpyFloatArray> array = ParseNpyFloat32(bytes);
+  ASSERT_TRUE(array.ok()) << array.status();
+  EXPECT_EQ(array->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(array->data, data);
+  EXPECT_EQ(array->rows(), 2);
+  EXPECT_EQ(array->cols(), 3);
+}
+
+TEST(NpyTest, OneDimensional) {
+  absl::StatusOr<NpyFloatArray> array = ParseNpyFloat32(EncodeNpyFloat32({3}, {1, 2, 3}));
+  ASSERT_TRUE(array.ok()) << array.status();
+  EXPECT_EQ(array->shape, (std::vector<int64_t>{3}));
+}
+
+TEST(NpyTest, TruncatedPayloadIsDataLoss) {
+  std::string bytes = EncodeNpyFloat32({2, 3}, {1, 2, 3, 4, 5, 6});
+  bytes.resize(bytes.size() - 5);
+  absl::StatusOr<NpyFloatArray> array = ParseNpyFloat32(bytes);
+  ASSERT_FALSE(array.ok());
+  EXPECT_EQ(array.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(array.status().message().find("truncated"), absl::string_view::npos);
+}
+
+TEST(NpyTest, RejectsOtherDtypesAndGarbage) {
+  std::string bytes = EncodeNpyFloat32({1}, {1});
+  const size_t pos = bytes.find("<f4");
+  bytes.replace(pos, 3, "<f8");
+  EXPECT_NE(ParseNpyFloat32(bytes).status().message().find("float32"), absl::string_view::npos);
+  EXPECT_FALSE(ParseNpyFloat32("hello world").ok());
+  EXPECT_FALSE(ParseNpyFloat32("").ok());
+}
+
+TEST(NpyTest, RejectsFortranOrder) {
+  std::string bytes = EncodeNpyFloat32({1, 1}, {1});
+  const size_t pos = bytes.find("False");
+  bytes.replace(pos, 5, "True ");
+  EXPECT_FALSE(ParseNpyFloat32(bytes).ok());
+}
+
+}  // namespace
+}  // namespace offerd

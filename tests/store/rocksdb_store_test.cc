@@ -1,0 +1,191 @@
+#include "store/rocksdb_store.h"
+
+#include <cmath>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "store/user_codec.h"
+#include "tests/test_util/bundle_writer.h"
+#include "tests/test_util/temp_dir.h"
+
+namespace offerd {
+namespace {
+
+using testing::TempDir;
+using testing::TestWorld;
+
+std::unique_ptr<RocksDbStore> OpenStore(const std::string& path) {
+  RocksDbStore::Options options;
+  options.path = path;
+  absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+class RocksDbStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    world_.WriteUsers(tmp_.Join("users.jsonl"));
+    store_ = OpenStore(tmp_.Join("db"));
+    ASSERT_NE(store_, nullptr);
+  }
+  TempDir tmp_;
+  TestWorld world_;
+  std::unique_ptr<RocksDbStore> store_;
+};
+
+TEST_F(RocksDbStoreTest, IngestThenLookup) {
+  EXPECT_EQ(store_->feature_schema_id(), "");
+  absl::StatusOr<RocksDbStore::IngestStats> stats = store_->IngestUsersFile(tmp_.Join("users.jsonl"));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->users, 20);
+  EXPECT_EQ(stats->with_embedding, 20);
+  EXPECT_EQ(store_->feature_schema_id(), world_.schema_id);
+
+  absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser("u00004");
+  ASSERT_TRUE(user.ok());
+  ASSERT_TRUE(user->has_value());
+  EXPECT_EQ((*user)->embedding, world_.UserEmbedding(4));
+  ASSERT_EQ((*user)->numeric.size(), 1u);
+  EXPECT_FLOAT_EQ((*user)->numeric[0], 24.0f);
+  EXPECT_EQ((*user)->categorical, (std::vector<std::string>{"silver"}));
+
+  absl::StatusOr<std::optional<PurchaseSummary>> purchases = store_->GetPurchases("u00004");
+  ASSERT_TRUE(purchases.ok());
+  ASSERT_TRUE(purchases->has_value());
+  EXPECT_EQ((*purchases)->last_purchase_day, 20004);
+  EXPECT_EQ((*purchases)->repeat_days, 2);
+}
+
+TEST_F(RocksDbStoreTest, UnknownUserIsNotAnError) {
+  absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser("nobody");
+  ASSERT_TRUE(user.ok());
+  EXPECT_FALSE(user->has_value());
+  absl::StatusOr<std::optional<PurchaseSummary>> purchases = store_->GetPurchases("nobody");
+  ASSERT_TRUE(purchases.ok());
+  EXPECT_FALSE(purchases->has_value());
+}
+
+TEST_F(RocksDbStoreTest, BadIngestFileWritesNothing) {
+  ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
+  // A second file whose third user line is broken: nothing of it may land.
+  TestWorld other = world_;
+  other.schema_id = "schema-2";
+  other.WriteUsers(tmp_.Join("bad.jsonl"));
+  std::string text;
+  {
+    std::ifstream in(tmp_.Join("bad.jsonl"));
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  size_t line_start = 0;
+  for (int i = 0; i < 3; ++i) line_start = text.find('\n', line_start) + 1;
+  text.insert(line_start, "{\"user_id\": \"\"}\n");
+  std::ofstream(tmp_.Join("bad.jsonl")) << text;
+
+  absl::StatusOr<RocksDbStore::IngestStats> stats = store_->IngestUsersFile(tmp_.Join("bad.jsonl"));
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.status().message().find("bad.jsonl:4: user_id: must be 1..256 bytes"),
+            absl::string_view::npos)
+      << stats.status();
+  EXPECT_EQ(store_->feature_schema_id(), world_.schema_id);  // unchanged
+  EXPECT_TRUE((*store_->GetUser("u00001"))->feature_schema_id == world_.schema_id);
+
+  EXPECT_EQ(store_->IngestUsersFile(tmp_.Join("missing.jsonl")).status().code(),
+            absl::StatusCode::kNotFound);
+  std::ofstream(tmp_.Join("empty.jsonl")) << "";
+  EXPECT_NE(store_->IngestUsersFile(tmp_.Join("empty.jsonl")).status().message().find("empty"),
+            absl::string_view::npos);
+}
+
+TEST_F(RocksDbStoreTest, EventsAreCountedOncePerDecision) {
+  UserEvent impression{"u1", "o0001", EventKind::kImpression, 1'000'000, "d1", 0};
+  UserEvent again = impression;
+  UserEvent other_system{"u1", "o0001", EventKind::kImpression, 2'000'000, "", 0};
+  absl::StatusOr<RocksDbStore::ApplyStats> stats =
+      store_->ApplyEvents({impression, again, other_system});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->applied, 2);
+  EXPECT_EQ(stats->duplicates, 1);
+  stats = store_->ApplyEvents({impression});
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->duplicates, 1);
+  absl::StatusOr<RocksDbStore::OfferEventCounter> counter =
+      store_->GetOfferEventCounter("u1", "o0001", EventKind::kImpression);
+  ASSERT_TRUE(counter.ok());
+  EXPECT_EQ(counter->count, 2);
+  EXPECT_EQ(counter->last_ms, 2'000'000);
+}
+
+TEST_F(RocksDbStoreTest, PurchasesMergeWithTheOfflineBaseAndSurviveReingest) {
+  ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
+  // u00004: base last day 20004, repeat 2, spend 20.
+  constexpr int64_t kDay = 86'400'000;
+  std::vector<UserEvent> events = {
+      {"u00004", "", EventKind::kPurchase, 20003 * kDay + 5, "", 99.0},  // covered by base
+      {"u00004", "", EventKind::kPurchase, 20010 * kDay + 5, "", 30.0},
+      {"u00004", "", EventKind::kPurchase, 20010 * kDay + 9, "", 5.0},   // same day
+      {"u00004", "", EventKind::kPurchase, 20012 * kDay, "", 7.5},
+      {"fresh", "", EventKind::kPurchase, 20100 * kDay, "", 12.0},
+      {"fresh", "", EventKind::kPurchase, 20105 * kDay, "", 8.0}};
+  ASSERT_TRUE(store_->ApplyEvents(events).ok());
+  auto check = [&] {
+    absl::StatusOr<std::optional<PurchaseSummary>> p = store_->GetPurchases("u00004");
+    ASSERT_TRUE(p.ok() && p->has_value());
+    EXPECT_EQ((*p)->repeat_days, 4);
+    EXPECT_EQ((*p)->last_purchase_day, 20012);
+    EXPECT_DOUBLE_EQ((*p)->repeat_spend_sum, 20.0 + 35.0 + 7.5);
+  };
+  check();
+  absl::StatusOr<std::optional<PurchaseSummary>> fresh = store_->GetPurchases("fresh");
+  ASSERT_TRUE(fresh.ok() && fresh->has_value());
+  EXPECT_EQ((*fresh)->first_purchase_day, 20100);
+  EXPECT_EQ((*fresh)->repeat_days, 1);
+  EXPECT_DOUBLE_EQ((*fresh)->repeat_spend_sum, 8.0);
+  // A new ingest replaces the base but keeps the online delta.
+  ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
+  check();
+}
+
+TEST_F(RocksDbStoreTest, StatePersistsAcrossReopen) {
+  ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
+  ASSERT_TRUE(store_->ApplyEvents({{"u1", "o1", EventKind::kDismiss, 5, "", 0}}).ok());
+  store_.reset();
+  store_ = OpenStore(tmp_.Join("db"));
+  ASSERT_NE(store_, nullptr);
+  EXPECT_TRUE((*store_->GetUser("u00002")).has_value());
+  EXPECT_EQ(store_->GetOfferEventCounter("u1", "o1", EventKind::kDismiss)->count, 1);
+  EXPECT_EQ(store_->feature_schema_id(), world_.schema_id);
+}
+
+TEST(RocksDbStoreOpenTest, UnusablePathIsAClearError) {
+  TempDir tmp;
+  std::ofstream(tmp.Join("file")) << "not a directory";
+  RocksDbStore::Options options;
+  options.path = tmp.Join("file");
+  absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("cannot open database at"), absl::string_view::npos);
+  options.path = "";
+  EXPECT_EQ(RocksDbStore::Open(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(UserCodecTest, RoundTripAndCorruption) {
+  UserRecord r;
+  r.feature_schema_id = "s";
+  r.embedding = {1, 2};
+  r.numeric = {std::nanf(""), 3};
+  r.categorical = {"a", ""};
+  const std::string bytes = EncodeUserRecord(r);
+  absl::StatusOr<UserRecord> back = DecodeUserRecord(bytes);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->embedding, r.embedding);
+  EXPECT_TRUE(std::isnan(back->numeric[0]));
+  EXPECT_EQ(back->categorical, r.categorical);
+  EXPECT_FALSE(DecodeUserRecord(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(DecodeUserRecord(bytes + "x").ok());
+  EXPECT_FALSE(DecodeUserRecord("").ok());
+}
+
+}  // namespace
+}  // namespace offerd

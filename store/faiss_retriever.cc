@@ -73,7 +73,8 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
                                                        faiss::METRIC_INNER_PRODUCT);
       ivf->own_fields = true;
       quantizer.release();
-      ivf->cp.seed = 1234;  // deterministic k-means
+      ivf->cp.seed = 1234;                // deterministic k-means
+      ivf->cp.min_points_per_centroid = 1;  // silence FAISS's stderr warning; nlist is ours
       ivf->train(rows, embeddings.data());
       ivf->add(rows, embeddings.data());
       ivf->nprobe = static_cast<size_t>(std::max(1, spec.ivf_nprobe));

@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, admin_listen, "127.0.0.1:50052",
           "Address of the AdminService port (loopback by default).");
 ABSL_FLAG(std::string, snapshot_root, "",
           "Directory holding snapshot bundles, one sub-directory per version. Required.");
+ABSL_FLAG(int64_t, snapshot_poll_ms, 5000,
+          "How often the watcher looks for new bundle versions under --snapshot_root, "
+          "milliseconds; 0 disables the watcher (AdminService.LoadSnapshot still works).");
 ABSL_FLAG(std::string, db_path, "", "RocksDB directory (created when missing). Required.");
 ABSL_FLAG(std::vector<std::string>, ingest, {},
           "users.jsonl file(s) to load into the store at startup, comma-separated.");
@@ -77,6 +80,8 @@ int main(int argc, char** argv) {
   options.db_path = absl::GetFlag(FLAGS_db_path);
   options.ingest_files = absl::GetFlag(FLAGS_ingest);
   options.trust_client_time = absl::GetFlag(FLAGS_trust_client_time);
+  if (absl::GetFlag(FLAGS_snapshot_poll_ms) < 0) return Fail("--snapshot_poll_ms must be >= 0");
+  options.snapshot_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_snapshot_poll_ms));
 
   absl::StatusOr<std::unique_ptr<offerd::OfferdServer>> server =
       offerd::OfferdServer::Create(options, &clock);

@@ -35,6 +35,8 @@ ABSL_FLAG(double, amount, 0.0, "report: purchase amount, currency units.");
 ABSL_FLAG(std::string, decision, "", "report: decision_id of the response that showed the offer.");
 ABSL_FLAG(int64_t, timestamp_ms, 0, "report: event time, Unix ms (0 = now).");
 ABSL_FLAG(std::string, version, "", "load: bundle version to load.");
+ABSL_FLAG(double, canary, 0.0,
+          "load: start the version as a canary serving this fraction of users (0 < f < 1).");
 
 namespace {
 
@@ -46,8 +48,10 @@ constexpr char kUsage[] =
     "  report --user=U --offer=O --type=impression|click|redeem|dismiss|purchase\n"
     "         [--amount=X] [--decision=ID] [--timestamp_ms=MS]\n"
     "  status                      bundle versions, rejections, store facts\n"
-    "  load --version=V            load and publish bundle V\n"
-    "  rollback                    return to the previous bundle";
+    "  load --version=V [--canary=F] load and publish bundle V (pins it), or canary it\n"
+    "  promote                     make the running canary serve everyone\n"
+    "  rollback                    drop the canary, or return to the previous bundle\n"
+    "  unpin                       let the watcher advance to the newest valid bundle";
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "offerctl: %s\n", message.c_str());
@@ -160,6 +164,7 @@ int main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_version).empty()) return Fail("load: --version is required");
     offerd::v1::LoadSnapshotRequest request;
     request.set_version(absl::GetFlag(FLAGS_version));
+    request.set_canary_fraction(absl::GetFlag(FLAGS_canary));
     offerd::v1::LoadSnapshotResponse response;
     grpc::Status status = admin->LoadSnapshot(&context, request, &response);
     if (!status.ok()) return CallFailed("load", status, admin_addr);
@@ -169,6 +174,18 @@ int main(int argc, char** argv) {
     offerd::v1::RollbackResponse response;
     grpc::Status status = admin->Rollback(&context, offerd::v1::RollbackRequest(), &response);
     if (!status.ok()) return CallFailed("rollback", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "promote") {
+    offerd::v1::PromoteResponse response;
+    grpc::Status status = admin->Promote(&context, offerd::v1::PromoteRequest(), &response);
+    if (!status.ok()) return CallFailed("promote", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "unpin") {
+    offerd::v1::UnpinResponse response;
+    grpc::Status status = admin->Unpin(&context, offerd::v1::UnpinRequest(), &response);
+    if (!status.ok()) return CallFailed("unpin", status, admin_addr);
     return PrintJson(response);
   }
   return Fail(absl::StrCat("unknown command \"", command, "\"\n\n", kUsage));

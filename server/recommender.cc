@@ -18,7 +18,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   if (absl::Status s = ValidateRecommendRequest(request); !s.ok()) return s;
 
   // Pin one bundle for the whole request.
-  const std::shared_ptr<const Bundle> bundle = snapshots_->Pin();
+  const std::shared_ptr<const Bundle> bundle = snapshots_->Pin(request.user_id());
   if (bundle == nullptr) return absl::UnavailableError("no snapshot bundle is loaded yet");
 
   // User state. Unknown user -> cold start.

@@ -54,8 +54,11 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   SnapshotManager::Options snapshot_options;
   snapshot_options.snapshot_root = options.snapshot_root;
   snapshot_options.store_feature_schema_id = [store_ptr] { return store_ptr->feature_schema_id(); };
-  server->snapshots_ = std::make_unique<SnapshotManager>(snapshot_options, clock);
-  if (absl::Status s = server->snapshots_->LoadNewestValid(); !s.ok()) return s;
+  snapshot_options.poll_interval = options.snapshot_poll_interval;
+  absl::StatusOr<std::unique_ptr<SnapshotManager>> snapshots =
+      SnapshotManager::Create(std::move(snapshot_options), clock);
+  if (!snapshots.ok()) return snapshots.status();
+  server->snapshots_ = std::move(*snapshots);
 
   server->recommender_ = std::make_unique<Recommender>(server->snapshots_.get(), store_ptr);
   server->events_ = std::make_unique<EventApplier>(server->snapshots_.get(), store_ptr, clock,

@@ -13,6 +13,8 @@ void FillBundleStatus(const SnapshotManager::BundleInfo& info, v1::BundleStatus*
   out->set_embedding_dim(info.embedding_dim);
   out->set_index_type(info.index_type);
   out->set_feature_schema_id(info.feature_schema_id);
+  out->set_warmup_ms(info.warmup_ms);
+  out->set_memory_bytes(info.memory_bytes);
 }
 
 // A request whose deadline has already passed is not worked on.
@@ -46,10 +48,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerCon
                                                          const v1::LoadSnapshotRequest* request,
                                                          v1::LoadSnapshotResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->LoadVersion(request->version());
+  absl::StatusOr<SnapshotManager::BundleInfo> info =
+      snapshots_->LoadVersion(request->version(), request->canary_fraction());
   if (info.ok()) {
     response->set_version(info->version);
     response->set_load_ms(info->load_ms);
+    response->set_warmup_ms(info->warmup_ms);
+    response->set_canary(request->canary_fraction() > 0);
   }
   reactor->Finish(ToGrpcStatus(info.status()));
   return reactor;
@@ -69,6 +74,24 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::Promote(grpc::CallbackServerContext* context,
+                                                    const v1::PromoteRequest* /*request*/,
+                                                    v1::PromoteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Promote();
+  if (info.ok()) response->set_version(info->version);
+  reactor->Finish(ToGrpcStatus(info.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* context,
+                                                  const v1::UnpinRequest* /*request*/,
+                                                  v1::UnpinResponse* /*response*/) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(snapshots_->Unpin()));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
                                                       const v1::GetStatusRequest* /*request*/,
                                                       v1::GetStatusResponse* response) {
@@ -76,6 +99,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
   const SnapshotManager::StatusSnapshot status = snapshots_->Status();
   if (status.current) FillBundleStatus(*status.current, response->mutable_current());
   if (status.previous) FillBundleStatus(*status.previous, response->mutable_previous());
+  if (status.canary) FillBundleStatus(*status.canary, response->mutable_canary());
+  response->set_canary_fraction(status.canary_fraction);
+  response->set_pinned_version(status.pinned_version);
+  response->set_loads_ok(status.loads_ok);
+  response->set_loads_failed(status.loads_failed);
   for (const auto& [version, rejection] : status.rejected) {
     v1::RejectedVersion* r = response->add_rejected();
     r->set_version(version);

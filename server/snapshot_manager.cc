@@ -1,109 +1,528 @@
 #include "server/snapshot_manager.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <future>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "server/log.h"
+#include "store/file_util.h"
 
 namespace offerd {
+namespace {
 
-SnapshotManager::SnapshotManager(Options options, const Clock* clock)
-    : options_(std::move(options)), clock_(clock) {}
+constexpr char kPinFile[] = "PINNED";
 
-std::shared_ptr<const Bundle> SnapshotManager::Pin() const {
-  absl::ReaderMutexLock lock(&current_mu_);
-  return current_;
+double MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
-absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::LoadAndPublishLocked(
-    const std::string& version) {
+// Names, sizes and modification times of every file of a bundle directory: a rejected
+// version is retried only when this changes.
+std::string Fingerprint(const std::string& dir) {
+  std::vector<std::string> entries;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (::stat(it->path().c_str(), &st) != 0) continue;
+    entries.push_back(absl::StrCat(it->path().lexically_relative(dir).string(), ":", st.st_size,
+                                   ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec));
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string all;
+  for (const std::string& e : entries) absl::StrAppend(&all, e, "\n");
+  return Sha256Hex(all);
+}
+
+// Deterministic position of `user_id` in [0, 1) for the canary split: 64-bit FNV-1a over
+// salt, a 0 byte and the id, then the splitmix64 finalizer, top 53 bits.
+double CanaryUnit(absl::string_view salt, absl::string_view user_id) {
+  uint64_t h = 1469598103934665603ULL;
+  const auto mix_in = [&h](absl::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ULL;
+    }
+  };
+  mix_in(salt);
+  mix_in(absl::string_view("\0", 1));
+  mix_in(user_id);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
+}
+
+SnapshotManager::BundleInfo DescribeBundle(const Bundle& bundle) {
+  SnapshotManager::BundleInfo info;
+  info.version = bundle.version();
+  info.num_offers = bundle.manifest().num_offers;
+  info.embedding_dim = bundle.dimension();
+  info.index_type = bundle.manifest().index.type;
+  info.feature_schema_id = bundle.manifest().feature_schema.id;
+  info.memory_bytes = bundle.memory_bytes();
+  return info;
+}
+
+}  // namespace
+
+// Where retired bundles go to be destroyed: the loader thread's job queue while the manager
+// lives; inline once it has shut down.
+class SnapshotManager::RetireQueue {
+ public:
+  explicit RetireQueue(SnapshotManager* manager) : manager_(manager) {}
+
+  void Push(std::shared_ptr<const Bundle> bundle) {
+    absl::MutexLock lock(&mu_);
+    if (manager_ == nullptr) return;  // shutting down: destroyed here
+    auto holder = std::make_shared<std::shared_ptr<const Bundle>>(std::move(bundle));
+    SnapshotManager* manager = manager_;
+    absl::MutexLock jobs_lock(&manager->jobs_mu_);
+    manager->jobs_.push_back([manager, holder] {
+      const std::string version = (*holder)->version();
+      holder->reset();
+      log::Info("bundle_destroyed", {{"version", version}});
+      if (manager->options_.on_bundle_destroyed) manager->options_.on_bundle_destroyed(version);
+    });
+  }
+
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    manager_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  SnapshotManager* manager_ ABSL_GUARDED_BY(mu_);
+};
+
+SnapshotManager::SnapshotManager(Options options, const Clock* clock)
+    : options_(std::move(options)),
+      clock_(clock),
+      retire_queue_(std::make_shared<RetireQueue>(this)) {}
+
+absl::StatusOr<std::unique_ptr<SnapshotManager>> SnapshotManager::Create(Options options,
+                                                                         const Clock* clock) {
+  auto manager = std::unique_ptr<SnapshotManager>(new SnapshotManager(std::move(options), clock));
+  manager->loader_ = std::thread([m = manager.get()] { m->LoaderLoop(); });
+  absl::Status startup;
+  manager->RunOnLoader([&] { startup = manager->LoadStartupBundle(); });
+  if (!startup.ok()) return startup;
+  return manager;
+}
+
+SnapshotManager::~SnapshotManager() {
+  {
+    absl::MutexLock lock(&jobs_mu_);
+    stopping_ = true;
+  }
+  if (loader_.joinable()) loader_.join();
+  retire_queue_->Close();
+}
+
+std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id) const {
+  absl::ReaderMutexLock lock(&serving_mu_);
+  if (serving_.canary != nullptr &&
+      CanaryUnit(options_.canary_salt, user_id) < serving_.canary_fraction) {
+    return serving_.canary;
+  }
+  return serving_.current;
+}
+
+std::shared_ptr<const Bundle> SnapshotManager::Pin() const {
+  absl::ReaderMutexLock lock(&serving_mu_);
+  return serving_.current;
+}
+
+void SnapshotManager::RunOnLoader(std::function<void()> job) {
+  std::promise<void> done;
+  std::future<void> finished = done.get_future();
+  {
+    absl::MutexLock lock(&jobs_mu_);
+    jobs_.push_back([&job, &done] {
+      job();
+      done.set_value();
+    });
+  }
+  finished.wait();
+}
+
+void SnapshotManager::LoaderLoop() {
+  absl::Time next_poll = absl::Now() + options_.poll_interval;
+  while (true) {
+    std::function<void()> job;
+    {
+      absl::MutexLock lock(&jobs_mu_);
+      const auto ready = [this] { return stopping_ || !jobs_.empty(); };
+      if (options_.poll_interval > absl::ZeroDuration()) {
+        jobs_mu_.AwaitWithDeadline(absl::Condition(&ready), next_poll);
+      } else {
+        jobs_mu_.Await(absl::Condition(&ready));
+      }
+      if (stopping_) {
+        // Run what is queued (retirements, waiting callers) before leaving.
+        while (!jobs_.empty()) {
+          job = std::move(jobs_.front());
+          jobs_.pop_front();
+          jobs_mu_.Unlock();
+          job();
+          jobs_mu_.Lock();
+        }
+        return;
+      }
+      if (!jobs_.empty()) {
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+    }
+    if (job) {
+      job();
+      continue;
+    }
+    if (options_.poll_interval > absl::ZeroDuration() && absl::Now() >= next_poll) {
+      Poll();
+      next_poll = absl::Now() + options_.poll_interval;
+    }
+  }
+}
+
+std::shared_ptr<const Bundle> SnapshotManager::WrapForRetirement(
+    std::shared_ptr<const Bundle> bundle) {
+  // The published pointer shares ownership of a holder; when its last copy goes (on whatever
+  // thread), the holder hands the bundle to the loader thread to destroy.
+  struct Holder {
+    std::shared_ptr<const Bundle> bundle;
+    std::shared_ptr<RetireQueue> queue;
+  };
+  const Bundle* raw = bundle.get();
+  std::shared_ptr<Holder> holder(new Holder{std::move(bundle), retire_queue_}, [](Holder* h) {
+    h->queue->Push(std::move(h->bundle));
+    delete h;
+  });
+  return std::shared_ptr<const Bundle>(holder, raw);
+}
+
+absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
+    const std::string& version, BundleInfo* info) {
   if (!IsValidBundleVersion(version)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "version \"", version, "\": must match [0-9A-Za-z._-]{1,128} and not start with '.'"));
   }
-  const auto start = std::chrono::steady_clock::now();
+  const std::string dir = absl::StrCat(options_.snapshot_root, "/", version);
+  const std::string fingerprint = Fingerprint(dir);
   Bundle::LoadOptions load_options;
   if (options_.store_feature_schema_id) {
     load_options.expected_feature_schema_id = options_.store_feature_schema_id();
   }
-  absl::StatusOr<std::shared_ptr<const Bundle>> bundle =
-      Bundle::Load(absl::StrCat(options_.snapshot_root, "/", version), load_options);
-  const double load_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::shared_ptr<const Bundle>> bundle = Bundle::Load(dir, load_options);
   if (!bundle.ok()) {
     log::Error("bundle_rejected",
                {{"version", version}, {"error", std::string(bundle.status().message())}});
     absl::MutexLock lock(&status_mu_);
-    rejected_[version] = Rejection{std::string(bundle.status().message()), clock_->NowMs()};
+    status_.rejected[version] =
+        Rejection{std::string(bundle.status().message()), clock_->NowMs(), fingerprint};
+    ++status_.loads_failed;
     return bundle.status();
   }
-  BundleInfo info;
-  info.version = (*bundle)->version();
-  info.loaded_at_ms = clock_->NowMs();
-  info.load_ms = load_ms;
-  info.num_offers = (*bundle)->manifest().num_offers;
-  info.embedding_dim = (*bundle)->dimension();
-  info.index_type = (*bundle)->manifest().index.type;
-  info.feature_schema_id = (*bundle)->manifest().feature_schema.id;
+  *info = DescribeBundle(**bundle);
+  info->load_ms = MsSince(start);
+  const auto warm_start = std::chrono::steady_clock::now();
+  if (options_.warm_up) {
+    options_.warm_up(**bundle);
+  } else {
+    std::vector<Candidate> candidates;
+    const int k = (*bundle)->manifest().policy.retrieval_k;
+    for (const std::vector<float>& query : (*bundle)->warmup_queries()) {
+      (void)(*bundle)->retriever().Search(query, k, &candidates);
+    }
+  }
+  info->warmup_ms = MsSince(warm_start);
+  info->loaded_at_ms = clock_->NowMs();
+  {
+    absl::MutexLock lock(&status_mu_);
+    status_.rejected.erase(version);
+    ++status_.loads_ok;
+  }
+  return WrapForRetirement(std::move(*bundle));
+}
 
+void SnapshotManager::PublishCurrent(std::shared_ptr<const Bundle> bundle,
+                                     const BundleInfo& info) {
   std::shared_ptr<const Bundle> old;
   {
-    absl::MutexLock lock(&current_mu_);
-    old = std::exchange(current_, std::move(*bundle));
+    absl::MutexLock lock(&serving_mu_);
+    old = std::exchange(serving_.current, std::move(bundle));
   }
   {
     absl::MutexLock lock(&status_mu_);
-    if (current_info_ && current_info_->version != info.version) previous_info_ = current_info_;
-    current_info_ = info;
-    rejected_.erase(version);
+    if (status_.current && status_.current->version != info.version) {
+      status_.previous = status_.current;
+    }
+    status_.current = info;
   }
   log::Info("bundle_published", {{"version", info.version},
                                  {"num_offers", info.num_offers},
                                  {"index", info.index_type},
-                                 {"load_ms", load_ms}});
-  // `old` is released here, on the loading thread, unless a request still pins it.
-  return info;
+                                 {"load_ms", info.load_ms},
+                                 {"warmup_ms", info.warmup_ms}});
+  // `old` drops here; if no request holds it, it is destroyed now, on this (loader) thread.
 }
 
-absl::Status SnapshotManager::LoadNewestValid() {
-  absl::MutexLock lock(&load_mu_);
-  absl::StatusOr<std::vector<std::string>> versions = ListBundleVersions(options_.snapshot_root);
-  if (!versions.ok()) return versions.status();
-  if (versions->empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("no bundle under snapshot root ", options_.snapshot_root));
+absl::Status SnapshotManager::LoadStartupBundle() {
+  const std::string pinned = ReadPin();
+  {
+    absl::MutexLock lock(&status_mu_);
+    status_.pinned_version = pinned;
   }
   std::string errors;
+  if (!pinned.empty()) {
+    BundleInfo info;
+    absl::StatusOr<std::shared_ptr<const Bundle>> bundle = LoadAndWarm(pinned, &info);
+    if (bundle.ok()) {
+      PublishCurrent(std::move(*bundle), info);
+      return absl::OkStatus();
+    }
+    log::Warning("pinned_bundle_invalid",
+                 {{"version", pinned}, {"error", std::string(bundle.status().message())}});
+    absl::StrAppend(&errors, "\n  ", bundle.status().message());
+  }
+  absl::StatusOr<std::vector<std::string>> versions = ListBundleVersions(options_.snapshot_root);
+  if (!versions.ok()) return versions.status();
   for (const std::string& version : *versions) {
-    absl::StatusOr<BundleInfo> info = LoadAndPublishLocked(version);
-    if (info.ok()) return absl::OkStatus();
-    absl::StrAppend(&errors, "\n  ", info.status().message());
+    if (version == pinned) continue;
+    BundleInfo info;
+    absl::StatusOr<std::shared_ptr<const Bundle>> bundle = LoadAndWarm(version, &info);
+    if (bundle.ok()) {
+      PublishCurrent(std::move(*bundle), info);
+      return absl::OkStatus();
+    }
+    absl::StrAppend(&errors, "\n  ", bundle.status().message());
+  }
+  if (errors.empty()) {
+    return absl::NotFoundError(absl::StrCat("no bundle under snapshot root ", options_.snapshot_root));
   }
   return absl::FailedPreconditionError(
       absl::StrCat("no valid bundle under ", options_.snapshot_root, ":", errors));
 }
 
-absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::LoadVersion(
-    const std::string& version) {
-  absl::MutexLock lock(&load_mu_);
-  return LoadAndPublishLocked(version);
+void SnapshotManager::Poll() {
+  {
+    absl::MutexLock lock(&status_mu_);
+    status_.pinned_version = ReadPin();
+    if (!status_.pinned_version.empty() || status_.canary) return;
+  }
+  absl::StatusOr<std::vector<std::string>> versions = ListBundleVersions(options_.snapshot_root);
+  if (!versions.ok()) {
+    log::Warning("snapshot_root_unreadable", {{"error", std::string(versions.status().message())}});
+    return;
+  }
+  std::string current;
+  {
+    absl::MutexLock lock(&status_mu_);
+    if (status_.current) current = status_.current->version;
+  }
+  for (const std::string& version : *versions) {
+    if (version == current) return;  // nothing newer is valid
+    {
+      absl::MutexLock lock(&status_mu_);
+      auto it = status_.rejected.find(version);
+      if (it != status_.rejected.end() &&
+          it->second.fingerprint ==
+              Fingerprint(absl::StrCat(options_.snapshot_root, "/", version))) {
+        continue;  // rejected before and unchanged since
+      }
+    }
+    BundleInfo info;
+    absl::StatusOr<std::shared_ptr<const Bundle>> bundle = LoadAndWarm(version, &info);
+    if (bundle.ok()) {
+      PublishCurrent(std::move(*bundle), info);
+      return;
+    }
+  }
+}
+
+void SnapshotManager::PollNow() {
+  RunOnLoader([this] { Poll(); });
+}
+
+absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::LoadVersion(const std::string& version,
+                                                                        double canary_fraction) {
+  if (!(canary_fraction >= 0 && canary_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("canary_fraction: must be in [0, 1), got ", canary_fraction));
+  }
+  absl::StatusOr<BundleInfo> result;
+  RunOnLoader([&] {
+    {
+      absl::MutexLock lock(&status_mu_);
+      if (canary_fraction > 0 && status_.canary) {
+        result = absl::FailedPreconditionError(absl::StrCat(
+            "a canary of ", status_.canary->version, " is running: Promote or Rollback it first"));
+        return;
+      }
+    }
+    BundleInfo info;
+    absl::StatusOr<std::shared_ptr<const Bundle>> bundle = LoadAndWarm(version, &info);
+    if (!bundle.ok()) {
+      result = bundle.status();
+      return;
+    }
+    if (canary_fraction > 0) {
+      {
+        absl::MutexLock lock(&serving_mu_);
+        serving_.canary = std::move(*bundle);
+        serving_.canary_fraction = canary_fraction;
+      }
+      absl::MutexLock lock(&status_mu_);
+      status_.canary = info;
+      status_.canary_fraction = canary_fraction;
+      log::Info("canary_started", {{"version", version}, {"fraction", canary_fraction}});
+    } else {
+      PublishCurrent(std::move(*bundle), info);
+      if (absl::Status s = WritePin(version); !s.ok()) {
+        result = s;
+        return;
+      }
+    }
+    result = info;
+  });
+  return result;
+}
+
+absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Promote() {
+  absl::StatusOr<BundleInfo> result;
+  RunOnLoader([&] {
+    std::optional<BundleInfo> info;
+    {
+      absl::MutexLock lock(&status_mu_);
+      info = status_.canary;
+    }
+    if (!info) {
+      result = absl::FailedPreconditionError("promote: no canary is running");
+      return;
+    }
+    std::shared_ptr<const Bundle> candidate;
+    {
+      absl::MutexLock lock(&serving_mu_);
+      candidate = std::move(serving_.canary);
+      serving_.canary_fraction = 0;
+    }
+    {
+      absl::MutexLock lock(&status_mu_);
+      status_.canary.reset();
+      status_.canary_fraction = 0;
+    }
+    PublishCurrent(std::move(candidate), *info);
+    if (absl::Status s = WritePin(info->version); !s.ok()) {
+      result = s;
+      return;
+    }
+    log::Info("canary_promoted", {{"version", info->version}});
+    result = *info;
+  });
+  return result;
 }
 
 absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Rollback() {
-  absl::MutexLock lock(&load_mu_);
-  std::optional<BundleInfo> previous;
-  {
-    absl::MutexLock status_lock(&status_mu_);
-    previous = previous_info_;
+  absl::StatusOr<BundleInfo> result;
+  RunOnLoader([&] {
+    std::optional<BundleInfo> canary, previous, current;
+    {
+      absl::MutexLock lock(&status_mu_);
+      canary = status_.canary;
+      previous = status_.previous;
+      current = status_.current;
+    }
+    if (canary) {
+      std::shared_ptr<const Bundle> dropped;
+      {
+        absl::MutexLock lock(&serving_mu_);
+        dropped = std::move(serving_.canary);
+        serving_.canary_fraction = 0;
+      }
+      {
+        absl::MutexLock lock(&status_mu_);
+        status_.canary.reset();
+        status_.canary_fraction = 0;
+      }
+      log::Info("canary_rolled_back", {{"version", canary->version}});
+      result = *current;
+      return;
+    }
+    if (!previous) {
+      result = absl::FailedPreconditionError("rollback: no previous bundle");
+      return;
+    }
+    BundleInfo info;
+    absl::StatusOr<std::shared_ptr<const Bundle>> bundle = LoadAndWarm(previous->version, &info);
+    if (!bundle.ok()) {
+      result = bundle.status();
+      return;
+    }
+    PublishCurrent(std::move(*bundle), info);
+    if (absl::Status s = WritePin(info.version); !s.ok()) {
+      result = s;
+      return;
+    }
+    log::Info("rolled_back", {{"version", info.version}});
+    result = info;
+  });
+  return result;
+}
+
+absl::Status SnapshotManager::Unpin() {
+  absl::Status result;
+  RunOnLoader([&] {
+    const std::string path = absl::StrCat(options_.snapshot_root, "/", kPinFile);
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    if (ec) {
+      result = absl::InternalError(absl::StrCat(path, ": cannot remove: ", ec.message()));
+      return;
+    }
+    absl::MutexLock lock(&status_mu_);
+    status_.pinned_version.clear();
+    log::Info("unpinned");
+  });
+  return result;
+}
+
+absl::Status SnapshotManager::WritePin(const std::string& version) {
+  absl::Status s = WriteFileAtomically(absl::StrCat(options_.snapshot_root, "/", kPinFile),
+                                       absl::StrCat(version, "\n"));
+  if (s.ok()) {
+    absl::MutexLock lock(&status_mu_);
+    status_.pinned_version = version;
   }
-  if (!previous) return absl::FailedPreconditionError("rollback: no previous bundle");
-  return LoadAndPublishLocked(previous->version);
+  return s;
+}
+
+std::string SnapshotManager::ReadPin() const {
+  absl::StatusOr<std::string> text =
+      ReadFileToString(absl::StrCat(options_.snapshot_root, "/", kPinFile));
+  if (!text.ok()) return "";
+  const std::string version(absl::StripAsciiWhitespace(*text));
+  if (!IsValidBundleVersion(version)) {
+    log::Warning("pin_file_invalid", {{"content", version.substr(0, 140)}});
+    return "";
+  }
+  return version;
 }
 
 SnapshotManager::StatusSnapshot SnapshotManager::Status() const {
   absl::MutexLock lock(&status_mu_);
-  return StatusSnapshot{current_info_, previous_info_, rejected_};
+  return status_;
 }
 
 }  // namespace offerd

@@ -53,11 +53,6 @@ absl::StatusOr<std::vector<std::string>> ListBundleVersions(const std::string& s
   return versions;
 }
 
-absl::Span<const float> Bundle::offer_embedding(int32_t offer_index) const {
-  const size_t dim = static_cast<size_t>(manifest_.embedding_dim);
-  return absl::MakeConstSpan(embeddings_.data() + offer_index * dim, dim);
-}
-
 std::optional<int32_t> Bundle::FindOffer(absl::string_view offer_id) const {
   auto it = offer_index_.find(offer_id);
   if (it == offer_index_.end()) return std::nullopt;
@@ -146,58 +141,85 @@ absl::StatusOr<std::shared_ptr<const Bundle>> Bundle::Load(const std::string& di
     bundle->offer_index_.emplace(bundle->offers_[i].offer_id, static_cast<int32_t>(i));
   }
 
-  // 5. Embeddings.
-  absl::StatusOr<std::string> npy_bytes = ReadFileToString(path_of(kEmbeddingsFile));
-  if (!npy_bytes.ok()) return fail(kEmbeddingsFile, npy_bytes.status());
-  absl::StatusOr<NpyFloatArray> npy = ParseNpyFloat32(*npy_bytes);
-  npy_bytes->clear();
-  npy_bytes->shrink_to_fit();
-  if (!npy.ok()) return fail(kEmbeddingsFile, npy.status());
-  if (npy->shape.size() != 2 || npy->shape[0] != m.num_offers ||
-      npy->shape[1] != m.embedding_dim) {
+  // 5. Embeddings, streamed: one validation pass (shape, NaN/Inf, unit norm, mean for cold
+  // start, warm-up sample), then the index pulls the rows again chunk by chunk. The matrix is
+  // never held in memory next to the index's own copy.
+  absl::StatusOr<std::unique_ptr<NpyFloat32Reader>> npy =
+      NpyFloat32Reader::Open(path_of(kEmbeddingsFile));
+  if (!npy.ok()) {
+    // The reader's message starts with the path; keep only the reason.
+    std::string reason(npy.status().message());
+    const std::string prefix = path_of(kEmbeddingsFile) + ": ";
+    if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
+    return fail(kEmbeddingsFile, absl::Status(npy.status().code(), reason));
+  }
+  const NpyFloat32Reader& reader = **npy;
+  const int dim = m.embedding_dim;
+  if (reader.shape().size() != 2 || reader.rows() != m.num_offers || reader.cols() != dim) {
     std::string shape = "(";
-    for (int64_t d : npy->shape) absl::StrAppend(&shape, d, ",");
+    for (int64_t d : reader.shape()) absl::StrAppend(&shape, d, ",");
     shape += ")";
     return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
                                      "shape ", shape, " must be (num_offers=", m.num_offers,
                                      ", embedding_dim=", m.embedding_dim, ")")));
   }
-  const int dim = m.embedding_dim;
-  for (int64_t row = 0; row < m.num_offers; ++row) {
-    absl::Span<const float> v = absl::MakeConstSpan(npy->data.data() + row * dim, dim);
-    if (!AllFinite(v)) {
-      return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
-                                       "row ", row, " (offer ", bundle->offers_[row].offer_id,
-                                       ") contains NaN or Inf")));
+  {
+    constexpr int64_t kChunkRows = 8192;
+    constexpr int kWarmupQueries = 64;
+    const int64_t warmup_stride = std::max<int64_t>(1, m.num_offers / kWarmupQueries);
+    std::vector<double> sum(dim, 0.0);
+    std::vector<float> chunk(static_cast<size_t>(std::min(kChunkRows, m.num_offers) * dim));
+    for (int64_t first = 0; first < m.num_offers; first += kChunkRows) {
+      const int64_t count = std::min(kChunkRows, m.num_offers - first);
+      if (absl::Status s = reader.ReadRows(first, count, chunk.data()); !s.ok()) {
+        return fail(kEmbeddingsFile, s);
+      }
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t row = first + i;
+        absl::Span<const float> v = absl::MakeConstSpan(chunk.data() + i * dim, dim);
+        if (!AllFinite(v)) {
+          return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
+                                           "row ", row, " (offer ", bundle->offers_[row].offer_id,
+                                           ") contains NaN or Inf")));
+        }
+        const double norm = L2Norm(v);
+        if (std::fabs(norm - 1.0) > kUnitNormTolerance) {
+          return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
+                                           "row ", row, " (offer ", bundle->offers_[row].offer_id,
+                                           ") has L2 norm ", norm, ", rows must be unit-norm")));
+        }
+        for (int c = 0; c < dim; ++c) sum[c] += v[c];
+        if (row % warmup_stride == 0 &&
+            static_cast<int>(bundle->warmup_queries_.size()) < kWarmupQueries) {
+          bundle->warmup_queries_.emplace_back(v.begin(), v.end());
+        }
+      }
     }
-    const double norm = L2Norm(v);
-    if (std::fabs(norm - 1.0) > kUnitNormTolerance) {
-      return fail(kEmbeddingsFile, absl::InvalidArgumentError(absl::StrCat(
-                                       "row ", row, " (offer ", bundle->offers_[row].offer_id,
-                                       ") has L2 norm ", norm, ", rows must be unit-norm")));
+    // Cold-start query: the normalised mean offer embedding (the first offer's direction if
+    // the embeddings cancel out exactly).
+    bundle->cold_start_query_.resize(dim);
+    for (int c = 0; c < dim; ++c) {
+      bundle->cold_start_query_[c] = static_cast<float>(sum[c] / m.num_offers);
+    }
+    if (!L2NormalizeInPlace(absl::MakeSpan(bundle->cold_start_query_))) {
+      bundle->cold_start_query_ = bundle->warmup_queries_.front();
     }
   }
-  bundle->embeddings_ = std::move(npy->data);
 
-  // 6. Cold-start query: the normalised mean offer embedding.
-  bundle->cold_start_query_ = MeanRows(bundle->embeddings_, m.num_offers, dim);
-  if (!L2NormalizeInPlace(absl::MakeSpan(bundle->cold_start_query_))) {
-    // Embeddings that cancel out exactly: fall back to the first offer's direction.
-    bundle->cold_start_query_.assign(bundle->embeddings_.begin(),
-                                     bundle->embeddings_.begin() + dim);
-  }
-
-  // 7. Index.
+  // 6. Index.
   const std::string index_path = m.index.file.empty() ? "" : path_of(m.index.file);
-  absl::StatusOr<std::unique_ptr<FaissRetriever>> retriever =
-      FaissRetriever::Create(m.index, bundle->embeddings_, m.num_offers, dim, index_path);
+  absl::StatusOr<std::unique_ptr<FaissRetriever>> retriever = FaissRetriever::Create(
+      m.index, m.num_offers, dim,
+      [&reader](int64_t first, int64_t count, float* out) {
+        return reader.ReadRows(first, count, out);
+      },
+      index_path);
   if (!retriever.ok()) {
     return fail(m.index.file.empty() ? std::string("index") : m.index.file, retriever.status());
   }
+  bundle->memory_bytes_ = (*retriever)->memory_bytes() +
+                          static_cast<int64_t>(bundle->offers_.size()) * 256;
   bundle->retriever_ = std::move(*retriever);
-
-  bundle->memory_bytes_ = static_cast<int64_t>(bundle->embeddings_.size() * sizeof(float) * 2 +
-                                               bundle->offers_.size() * 256);
   return std::shared_ptr<const Bundle>(std::move(bundle));
 }
 

@@ -39,14 +39,15 @@ class Bundle {
   const std::string& version() const { return manifest_.version; }
   int dimension() const { return manifest_.embedding_dim; }
   const std::vector<Offer>& offers() const { return offers_; }
-  absl::Span<const float> offer_embedding(int32_t offer_index) const;
   const CandidateRetriever& retriever() const { return *retriever_; }
   // The query used for users without a stored embedding: the L2-normalised mean offer
   // embedding.
   absl::Span<const float> cold_start_query() const { return cold_start_query_; }
   // Catalog row of `offer_id`, if present.
   std::optional<int32_t> FindOffer(absl::string_view offer_id) const;
-  // Approximate bytes held (embeddings, catalog, index).
+  // A few offer embeddings sampled at load, used as realistic warm-up queries.
+  const std::vector<std::vector<float>>& warmup_queries() const { return warmup_queries_; }
+  // Approximate bytes held (index vectors and catalog).
   int64_t memory_bytes() const { return memory_bytes_; }
 
  private:
@@ -54,9 +55,9 @@ class Bundle {
 
   BundleManifest manifest_;
   std::vector<Offer> offers_;
-  std::vector<float> embeddings_;
   std::unique_ptr<CandidateRetriever> retriever_;
   std::vector<float> cold_start_query_;
+  std::vector<std::vector<float>> warmup_queries_;
   absl::flat_hash_map<std::string, int32_t> offer_index_;
   int64_t memory_bytes_ = 0;
 };

@@ -41,12 +41,41 @@ FaissRetriever::~FaissRetriever() = default;
 absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
     const IndexSpec& spec, const std::vector<float>& embeddings, int64_t rows, int dim,
     const std::string& index_path) {
-  UseOneOpenMpThreadOnThisThread();
-  if (rows <= 0 || dim <= 0 || static_cast<int64_t>(embeddings.size()) != rows * dim) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("index: embeddings must be [rows, dim] with rows, dim > 0; got ",
-                     embeddings.size(), " values for ", rows, " x ", dim));
+  if (static_cast<int64_t>(embeddings.size()) != rows * dim) {
+    return absl::InvalidArgumentError(absl::StrCat("index: ", embeddings.size(),
+                                                   " values for ", rows, " x ", dim));
   }
+  return Create(
+      spec, rows, dim,
+      [&](int64_t first, int64_t count, float* out) {
+        std::copy(embeddings.begin() + first * dim, embeddings.begin() + (first + count) * dim,
+                  out);
+        return absl::OkStatus();
+      },
+      index_path);
+}
+
+absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
+    const IndexSpec& spec, int64_t rows, int dim, const RowSource& source,
+    const std::string& index_path) {
+  UseOneOpenMpThreadOnThisThread();
+  if (rows <= 0 || dim <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("index: need rows, dim > 0; got ", rows, " x ", dim));
+  }
+  // Vectors are added in chunks so that building never holds a second full copy.
+  constexpr int64_t kChunkRows = 8192;
+  std::vector<float> chunk;
+  const auto add_all = [&](faiss::Index* index) -> absl::Status {
+    chunk.resize(static_cast<size_t>(std::min(kChunkRows, rows) * dim));
+    for (int64_t first = 0; first < rows; first += kChunkRows) {
+      const int64_t count = std::min(kChunkRows, rows - first);
+      if (absl::Status s = source(first, count, chunk.data()); !s.ok()) return s;
+      index->add(count, chunk.data());
+    }
+    return absl::OkStatus();
+  };
+
   std::unique_ptr<faiss::Index> index;
   try {
     if (!index_path.empty()) {
@@ -60,9 +89,16 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
         return absl::InvalidArgumentError(
             absl::StrCat(index_path, ": prebuilt index must use inner product"));
       }
+      const bool known = dynamic_cast<const faiss::IndexFlat*>(index.get()) != nullptr ||
+                         dynamic_cast<const faiss::IndexIVF*>(index.get()) != nullptr ||
+                         dynamic_cast<const faiss::IndexHNSW*>(index.get()) != nullptr;
+      if (!known) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": unsupported index class (flat, IVF or HNSW only)"));
+      }
     } else if (spec.type == "flat") {
       index = std::make_unique<faiss::IndexFlatIP>(dim);
-      index->add(rows, embeddings.data());
+      if (absl::Status s = add_all(index.get()); !s.ok()) return s;
     } else if (spec.type == "ivf") {
       int nlist = spec.ivf_nlist > 0
                       ? spec.ivf_nlist
@@ -73,10 +109,20 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
                                                        faiss::METRIC_INNER_PRODUCT);
       ivf->own_fields = true;
       quantizer.release();
-      ivf->cp.seed = 1234;                // deterministic k-means
+      ivf->cp.seed = 1234;                  // deterministic k-means
       ivf->cp.min_points_per_centroid = 1;  // silence FAISS's stderr warning; nlist is ours
-      ivf->train(rows, embeddings.data());
-      ivf->add(rows, embeddings.data());
+      // Train on an evenly strided sample: k-means subsamples to max_points_per_centroid
+      // anyway, and the sample keeps the memory of a load bounded.
+      const int64_t sample_rows =
+          std::min<int64_t>(rows, static_cast<int64_t>(nlist) * ivf->cp.max_points_per_centroid);
+      std::vector<float> sample(static_cast<size_t>(sample_rows * dim));
+      for (int64_t i = 0; i < sample_rows; ++i) {
+        const int64_t row = i * rows / sample_rows;
+        if (absl::Status s = source(row, 1, sample.data() + i * dim); !s.ok()) return s;
+      }
+      ivf->train(sample_rows, sample.data());
+      sample = std::vector<float>();
+      if (absl::Status s = add_all(ivf.get()); !s.ok()) return s;
       ivf->nprobe = static_cast<size_t>(std::max(1, spec.ivf_nprobe));
       index = std::move(ivf);
     } else if (spec.type == "hnsw") {
@@ -84,7 +130,7 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
                                                          faiss::METRIC_INNER_PRODUCT);
       hnsw->hnsw.efConstruction = std::max(1, spec.hnsw_ef_construction);
       hnsw->hnsw.efSearch = std::max(1, spec.hnsw_ef_search);
-      hnsw->add(rows, embeddings.data());
+      if (absl::Status s = add_all(hnsw.get()); !s.ok()) return s;
       index = std::move(hnsw);
     } else {
       return absl::InvalidArgumentError(
@@ -95,7 +141,21 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
         index_path.empty() ? absl::StrCat("index (", spec.type, ")") : index_path,
         ": FAISS error: ", e.what()));
   }
-  return std::unique_ptr<FaissRetriever>(new FaissRetriever(std::move(index), spec, dim, rows));
+  // A prebuilt index decides its own type; searches use parameters that fit it.
+  IndexSpec effective = spec;
+  if (dynamic_cast<const faiss::IndexIVF*>(index.get()) != nullptr) {
+    effective.type = "ivf";
+  } else if (dynamic_cast<const faiss::IndexHNSW*>(index.get()) != nullptr) {
+    effective.type = "hnsw";
+  } else {
+    effective.type = "flat";
+  }
+  return std::unique_ptr<FaissRetriever>(
+      new FaissRetriever(std::move(index), std::move(effective), dim, rows));
+}
+
+int64_t FaissRetriever::memory_bytes() const {
+  return rows_ * dim_ * static_cast<int64_t>(sizeof(float));
 }
 
 absl::Status FaissRetriever::Search(absl::Span<const float> query, int k,
@@ -114,12 +174,11 @@ absl::Status FaissRetriever::Search(absl::Span<const float> query, int k,
   distances.resize(k);
   labels.resize(k);
   try {
-    if (spec_.type == "ivf" && dynamic_cast<const faiss::IndexIVF*>(index_.get()) != nullptr) {
+    if (spec_.type == "ivf") {
       faiss::SearchParametersIVF params;
       params.nprobe = static_cast<size_t>(std::max(1, spec_.ivf_nprobe));
       index_->search(1, query.data(), k, distances.data(), labels.data(), &params);
-    } else if (spec_.type == "hnsw" &&
-               dynamic_cast<const faiss::IndexHNSW*>(index_.get()) != nullptr) {
+    } else if (spec_.type == "hnsw") {
       faiss::SearchParametersHNSW params;
       params.efSearch = std::max(spec_.hnsw_ef_search, k);
       index_->search(1, query.data(), k, distances.data(), labels.data(), &params);

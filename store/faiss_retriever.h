@@ -2,6 +2,7 @@
 #define OFFERD_STORE_FAISS_RETRIEVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,9 +34,19 @@ struct IndexSpec {
 // per-call search parameters; it never mutates shared index state).
 class FaissRetriever final : public CandidateRetriever {
  public:
-  // Builds the index described by `spec` over `embeddings` ([rows, dim], row-major, rows
-  // L2-normalised), or reads `index_path` when non-empty (then it must hold `rows` vectors of
-  // `dim` dimensions). Errors name `index_path` or the index type.
+  // Reads rows [first, first + count) of the embedding matrix into `out` (count * dim floats).
+  using RowSource = std::function<absl::Status(int64_t first, int64_t count, float* out)>;
+
+  // Builds the index described by `spec` over `rows` L2-normalised embeddings of `dim`
+  // dimensions pulled from `source` in chunks (the whole matrix is never held twice), or reads
+  // `index_path` when non-empty (then it must hold `rows` vectors of `dim` dimensions and
+  // `source` is not used). Errors name `index_path` or the index type.
+  static absl::StatusOr<std::unique_ptr<FaissRetriever>> Create(const IndexSpec& spec,
+                                                                int64_t rows, int dim,
+                                                                const RowSource& source,
+                                                                const std::string& index_path);
+
+  // Convenience for in-memory matrices ([rows, dim] row-major).
   static absl::StatusOr<std::unique_ptr<FaissRetriever>> Create(const IndexSpec& spec,
                                                                 const std::vector<float>& embeddings,
                                                                 int64_t rows, int dim,
@@ -46,6 +57,9 @@ class FaissRetriever final : public CandidateRetriever {
                       std::vector<Candidate>* out) const override;
   int dimension() const override { return dim_; }
   int64_t size() const override { return rows_; }
+  const IndexSpec& spec() const { return spec_; }
+  // Bytes held by the index's vector storage (the dominant share of a bundle's memory).
+  int64_t memory_bytes() const;
 
  private:
   FaissRetriever(std::unique_ptr<faiss::Index> index, IndexSpec spec, int dim, int64_t rows);

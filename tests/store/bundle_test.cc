@@ -4,7 +4,12 @@
 #include <fstream>
 #include <limits>
 
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/index_io.h>
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 
 #include "core/vector_math.h"
 #include "store/npy.h"
@@ -64,10 +69,11 @@ TEST_F(BundleTest, RetrievalMatchesBruteForce) {
     ASSERT_TRUE((*bundle)->retriever().Search(query, 5, &got).ok());
     ASSERT_EQ(got.size(), 5u) << type;
     // Brute force best.
+    const std::vector<float> emb = world_.OfferEmbeddings();
     int best = 0;
     double best_score = -2;
     for (int i = 0; i < world_.num_offers; ++i) {
-      const double s = Dot(query, (*bundle)->offer_embedding(i));
+      const double s = Dot(query, absl::MakeConstSpan(emb.data() + i * world_.dim, world_.dim));
       if (s > best_score) best_score = s, best = i;
     }
     if (std::string(type) == "flat") {
@@ -78,6 +84,44 @@ TEST_F(BundleTest, RetrievalMatchesBruteForce) {
       EXPECT_GE(got[i - 1].retrieval_score, got[i].retrieval_score);
     }
   }
+}
+
+TEST_F(BundleTest, LoadsAPrebuiltIndexFile) {
+  world_.num_offers = 300;
+  const std::string dir = world_.WriteBundle(tmp_.path(), "v1");
+  // Write an IVF index with FAISS itself, list it in the manifest.
+  const std::vector<float> emb = world_.OfferEmbeddings();
+  faiss::IndexFlatIP quantizer(world_.dim);
+  faiss::IndexIVFFlat ivf(&quantizer, world_.dim, 8, faiss::METRIC_INNER_PRODUCT);
+  ivf.train(world_.num_offers, emb.data());
+  ivf.add(world_.num_offers, emb.data());
+  faiss::write_index(&ivf, (dir + "/index.faiss").c_str());
+  {
+    std::ifstream in(dir + "/MANIFEST.json");
+    nlohmann::json manifest = nlohmann::json::parse(in);
+    manifest["index"] = {{"type", "ivf"}, {"nprobe", 8}, {"file", "index.faiss"}};
+    std::ofstream(dir + "/MANIFEST.json") << manifest.dump();
+  }
+  RewriteChecksum(dir, "index.faiss");
+  absl::StatusOr<std::shared_ptr<const Bundle>> bundle = Bundle::Load(dir, {});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  std::vector<Candidate> got;
+  ASSERT_TRUE((*bundle)->retriever().Search(world_.UserEmbedding(1), 10, &got).ok());
+  EXPECT_EQ(got.size(), 10u);  // nprobe == nlist: exact
+
+  // A prebuilt index that does not match the catalog is rejected, naming the file.
+  faiss::IndexFlatIP small(world_.dim);
+  small.add(10, emb.data());
+  faiss::write_index(&small, (dir + "/index.faiss").c_str());
+  RewriteChecksum(dir, "index.faiss");
+  const absl::Status s = LoadError(dir);
+  EXPECT_NE(s.message().find("index.faiss"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("holds 10 vectors"), absl::string_view::npos) << s;
+  // Garbage bytes: FAISS throws; the loader returns a Status naming the file.
+  WriteFile(dir + "/index.faiss", "not an index");
+  RewriteChecksum(dir, "index.faiss");
+  const absl::Status garbage = LoadError(dir);
+  EXPECT_NE(garbage.message().find("index.faiss: FAISS error"), absl::string_view::npos) << garbage;
 }
 
 TEST_F(BundleTest, RejectsBadChecksum) {

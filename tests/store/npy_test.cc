@@ -1,6 +1,10 @@
 #include "store/npy.h"
 
+#include <fstream>
+
 #include <gtest/gtest.h>
+
+#include "tests/test_util/temp_dir.h"
 
 namespace offerd {
 namespace {
@@ -45,6 +49,32 @@ TEST(NpyTest, RejectsFortranOrder) {
   const size_t pos = bytes.find("False");
   bytes.replace(pos, 5, "True ");
   EXPECT_FALSE(ParseNpyFloat32(bytes).ok());
+}
+
+TEST(NpyTest, ReaderStreamsRowRanges) {
+  testing::TempDir tmp;
+  std::vector<float> data(12);
+  for (int i = 0; i < 12; ++i) data[i] = static_cast<float>(i);
+  std::ofstream(tmp.Join("a.npy"), std::ios::binary) << EncodeNpyFloat32({4, 3}, data);
+  absl::StatusOr<std::unique_ptr<NpyFloat32Reader>> reader = NpyFloat32Reader::Open(tmp.Join("a.npy"));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->rows(), 4);
+  EXPECT_EQ((*reader)->cols(), 3);
+  std::vector<float> rows(6);
+  ASSERT_TRUE((*reader)->ReadRows(1, 2, rows.data()).ok());
+  EXPECT_EQ(rows, (std::vector<float>{3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ((*reader)->ReadRows(3, 2, rows.data()).code(), absl::StatusCode::kOutOfRange);
+
+  std::string bytes = EncodeNpyFloat32({4, 3}, data);
+  bytes.resize(bytes.size() - 4);
+  std::ofstream(tmp.Join("short.npy"), std::ios::binary) << bytes;
+  absl::StatusOr<std::unique_ptr<NpyFloat32Reader>> truncated =
+      NpyFloat32Reader::Open(tmp.Join("short.npy"));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_NE(truncated.status().message().find("short.npy: truncated"), absl::string_view::npos)
+      << truncated.status();
+  EXPECT_EQ(NpyFloat32Reader::Open(tmp.Join("missing.npy")).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

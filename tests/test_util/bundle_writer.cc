@@ -98,6 +98,18 @@ std::string TestWorld::WriteBundle(const std::string& root, const std::string& v
   return dir;
 }
 
+std::string TestWorld::PublishBundle(const std::string& root, const std::string& version) const {
+  const std::string tmp = WriteBundle(root, ".tmp-" + version);
+  // The manifest names the final version.
+  std::ifstream in(tmp + "/MANIFEST.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  manifest["version"] = version;
+  WriteFile(tmp + "/MANIFEST.json", manifest.dump(2));
+  const std::string dir = root + "/" + version;
+  std::filesystem::rename(tmp, dir);
+  return dir;
+}
+
 void TestWorld::WriteUsers(const std::string& path) const {
   nlohmann::json header = {{"header",
                             {{"format", "offerd-users"},

@@ -30,6 +30,9 @@ struct TestWorld {
   std::string OffersJsonl() const;
   // Writes <root>/<version>/ with manifest, catalog and embeddings. Returns the bundle dir.
   std::string WriteBundle(const std::string& root, const std::string& version) const;
+  // Same, but built under <root>/.tmp-<version>/ and renamed into place, as writers must do
+  // when a server may be watching the root.
+  std::string PublishBundle(const std::string& root, const std::string& version) const;
   // Writes users.jsonl for users 0..num_users-1 (with embeddings and purchases).
   void WriteUsers(const std::string& path) const;
 };

@@ -1,0 +1,182 @@
+#include "core/mlp.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace offerd {
+namespace {
+
+bool AllFiniteFloats(const std::vector<float>& values) {
+  for (float v : values) {
+    if (!std::isfinite(v)) return false;
+  }
+  return true;
+}
+
+// One output row of a layer, continuing from `sum` at column `first_column`. Summing in the
+// same order everywhere (bias, then columns left to right) is what makes the split evaluation
+// bit-identical to the plain one.
+double AccumulateRow(const DenseLayer& layer, int row, int first_column, const float* input,
+                     int count, double sum) {
+  const float* weights = layer.weight.data() + static_cast<size_t>(row) * layer.in + first_column;
+  for (int c = 0; c < count; ++c) sum += static_cast<double>(weights[c]) * input[c];
+  return sum;
+}
+
+void DenseForward(const DenseLayer& layer, const float* input, float* output) {
+  for (int r = 0; r < layer.out; ++r) {
+    const double z = AccumulateRow(layer, r, 0, input, layer.in, layer.bias[r]);
+    output[r] = Activate(layer.activation, static_cast<float>(z));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
+  if (name == "identity") return Activation::kIdentity;
+  if (name == "relu") return Activation::kRelu;
+  if (name == "tanh") return Activation::kTanh;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  return absl::InvalidArgumentError(absl::StrCat("unknown activation '", name, "'"));
+}
+
+absl::string_view ActivationName(Activation activation) {
+  switch (activation) {
+    case Activation::kIdentity:
+      return "identity";
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kTanh:
+      return "tanh";
+    case Activation::kSigmoid:
+      return "sigmoid";
+  }
+  return "unknown";
+}
+
+float Activate(Activation activation, float z) {
+  switch (activation) {
+    case Activation::kIdentity:
+      return z;
+    case Activation::kRelu:
+      return z > 0.0f ? z : 0.0f;
+    case Activation::kTanh:
+      return std::tanh(z);
+    case Activation::kSigmoid: {
+      // exp of a non-positive argument never overflows; both branches are exact rewrites.
+      const float e = std::exp(-std::fabs(z));
+      return z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    }
+  }
+  return z;
+}
+
+absl::StatusOr<Mlp> Mlp::Create(std::vector<DenseLayer> layers) {
+  Mlp mlp(std::move(layers));
+  if (absl::Status status = mlp.Validate(); !status.ok()) return status;
+  return mlp;
+}
+
+absl::Status Mlp::Validate() const {
+  if (layers_.empty()) return absl::InvalidArgumentError("mlp has no layers");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DenseLayer& layer = layers_[i];
+    const auto invalid = [i](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("mlp layer ", i, ": ", what));
+    };
+    if (layer.in < 1 || layer.out < 1) {
+      return invalid(
+          absl::StrCat("in and out must be >= 1, got in=", layer.in, " out=", layer.out));
+    }
+    if (i > 0 && layer.in != layers_[i - 1].out) {
+      return invalid(absl::StrCat("in=", layer.in,
+                                  " does not match the previous layer's out=", layers_[i - 1].out));
+    }
+    const size_t weight_size = static_cast<size_t>(layer.out) * static_cast<size_t>(layer.in);
+    if (layer.weight.size() != weight_size) {
+      return invalid(
+          absl::StrCat("weight has ", layer.weight.size(), " values, want out*in=", weight_size));
+    }
+    if (layer.bias.size() != static_cast<size_t>(layer.out)) {
+      return invalid(absl::StrCat("bias has ", layer.bias.size(), " values, want out=", layer.out));
+    }
+    switch (layer.activation) {
+      case Activation::kIdentity:
+      case Activation::kRelu:
+      case Activation::kTanh:
+      case Activation::kSigmoid:
+        break;
+      default:
+        return invalid("unknown activation");
+    }
+    if (!AllFiniteFloats(layer.weight)) return invalid("weight has NaN or Inf");
+    if (!AllFiniteFloats(layer.bias)) return invalid("bias has NaN or Inf");
+  }
+  return absl::OkStatus();
+}
+
+int Mlp::scratch_size() const {
+  int widest_hidden = 0;
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) {
+    widest_hidden = std::max(widest_hidden, layers_[i].out);
+  }
+  return 2 * widest_hidden;
+}
+
+void Mlp::ForwardRest(float* hidden, absl::Span<float> output, absl::Span<float> scratch) const {
+  const int half = scratch_size() / 2;
+  float* current = hidden;
+  for (size_t i = 1; i < layers_.size(); ++i) {
+    const bool last = i + 1 == layers_.size();
+    float* next =
+        last ? output.data() : (current == scratch.data() ? scratch.data() + half : scratch.data());
+    DenseForward(layers_[i], current, next);
+    current = next;
+  }
+}
+
+void Mlp::Forward(absl::Span<const float> input, absl::Span<float> output,
+                  absl::Span<float> scratch) const {
+  assert(input.size() == static_cast<size_t>(input_dim()));
+  assert(output.size() >= static_cast<size_t>(output_dim()));
+  assert(scratch.size() >= static_cast<size_t>(scratch_size()));
+  if (layers_.size() == 1) {
+    DenseForward(layers_[0], input.data(), output.data());
+    return;
+  }
+  DenseForward(layers_[0], input.data(), scratch.data());
+  ForwardRest(scratch.data(), output, scratch);
+}
+
+void Mlp::FirstLayerPartial(absl::Span<const float> input_prefix,
+                            absl::Span<double> partial) const {
+  const DenseLayer& layer = layers_.front();
+  assert(input_prefix.size() <= static_cast<size_t>(layer.in));
+  assert(partial.size() >= static_cast<size_t>(layer.out));
+  const int prefix_width = static_cast<int>(input_prefix.size());
+  for (int r = 0; r < layer.out; ++r) {
+    partial[r] = AccumulateRow(layer, r, 0, input_prefix.data(), prefix_width, layer.bias[r]);
+  }
+}
+
+void Mlp::ForwardFromPartial(absl::Span<const double> partial, int prefix_width,
+                             absl::Span<const float> input_suffix, absl::Span<float> output,
+                             absl::Span<float> scratch) const {
+  const DenseLayer& layer = layers_.front();
+  assert(input_suffix.size() == static_cast<size_t>(layer.in - prefix_width));
+  assert(output.size() >= static_cast<size_t>(output_dim()));
+  assert(scratch.size() >= static_cast<size_t>(scratch_size()));
+  float* first = layers_.size() == 1 ? output.data() : scratch.data();
+  const int suffix_width = layer.in - prefix_width;
+  for (int r = 0; r < layer.out; ++r) {
+    const double z =
+        AccumulateRow(layer, r, prefix_width, input_suffix.data(), suffix_width, partial[r]);
+    first[r] = Activate(layer.activation, static_cast<float>(z));
+  }
+  if (layers_.size() > 1) ForwardRest(first, output, scratch);
+}
+
+}  // namespace offerd

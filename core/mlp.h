@@ -1,0 +1,96 @@
+#ifndef OFFERD_CORE_MLP_H_
+#define OFFERD_CORE_MLP_H_
+
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace offerd {
+
+// Activation of a dense layer (docs/models-format.md, "The mlp spec"), applied in float32.
+enum class Activation {
+  kIdentity,  // "identity": z
+  kRelu,      // "relu": max(z, 0)
+  kTanh,      // "tanh": tanh(z)
+  kSigmoid,   // "sigmoid": 1 / (1 + exp(-z)) for z >= 0, exp(z) / (1 + exp(z)) for z < 0
+};
+
+// "identity", "relu", "tanh", "sigmoid" -> the activation; InvalidArgument otherwise.
+absl::StatusOr<Activation> ParseActivation(absl::string_view name);
+absl::string_view ActivationName(Activation activation);
+
+// One fully connected layer in the PyTorch `Linear` convention: z[r] = bias[r] +
+// sum_c weight[r * in + c] * h[c], then h'[r] = activation(z[r]).
+struct DenseLayer {
+  int in = 0;
+  int out = 0;
+  Activation activation = Activation::kIdentity;
+  std::vector<float> weight;  // [out * in], row-major ([out, in] as exported by numpy)
+  std::vector<float> bias;    // [out]
+};
+
+// A multi-layer perceptron evaluated like offline/uplift_models.py `mlp_forward`. Sums are
+// accumulated in double (bias first, then the columns in order) and rounded to float32 before
+// the activation; that stays within the bundle's 1e-5 relative tolerance of numpy's float32.
+//
+// Thread safety: immutable once built; Forward() is const and safe concurrently as long as
+// each caller passes its own output and scratch buffers.
+class Mlp {
+ public:
+  Mlp() = default;
+  // Takes the layers as given; call Validate() before Forward() (or use Create()).
+  explicit Mlp(std::vector<DenseLayer> layers) : layers_(std::move(layers)) {}
+
+  // Validates (see Validate()) and returns the network.
+  static absl::StatusOr<Mlp> Create(std::vector<DenseLayer> layers);
+
+  // OK when there is at least one layer; every layer has in, out >= 1, weight.size() ==
+  // out * in, bias.size() == out and a known activation; layers chain (layers[i].in ==
+  // layers[i-1].out); and no weight or bias is NaN or Inf. InvalidArgument naming the layer
+  // otherwise.
+  absl::Status Validate() const;
+
+  const std::vector<DenseLayer>& layers() const { return layers_; }
+  // REQUIRE a valid network.
+  int input_dim() const { return layers_.front().in; }
+  int output_dim() const { return layers_.back().out; }
+  // Floats of scratch Forward() needs: room for two hidden activations (ping-pong).
+  int scratch_size() const;
+
+  // output = network(input). REQUIRES a valid network, input.size() == input_dim(),
+  // output.size() >= output_dim(), scratch.size() >= scratch_size(). No allocation.
+  void Forward(absl::Span<const float> input, absl::Span<float> output,
+               absl::Span<float> scratch) const;
+
+  // Split evaluation for inputs whose leading columns are shared by many calls (the uplift
+  // p1 head: user, purchases and context are fixed per request, only the offer section
+  // changes per candidate). FirstLayerPartial() computes the first layer's pre-activation
+  // sums over the prefix once; ForwardFromPartial() finishes each candidate from them. The
+  // result is bit-identical to Forward() on the concatenated input.
+  //
+  // REQUIRES input_prefix.size() <= input_dim(), partial.size() >= first_layer_width().
+  int first_layer_width() const { return layers_.front().out; }
+  void FirstLayerPartial(absl::Span<const float> input_prefix, absl::Span<double> partial) const;
+  // REQUIRES partial from FirstLayerPartial() over a prefix of prefix_width columns,
+  // input_suffix.size() == input_dim() - prefix_width; output and scratch as in Forward().
+  void ForwardFromPartial(absl::Span<const double> partial, int prefix_width,
+                          absl::Span<const float> input_suffix, absl::Span<float> output,
+                          absl::Span<float> scratch) const;
+
+ private:
+  // Layers 1.. from the first layer's float activations in `hidden` (which lives in scratch).
+  void ForwardRest(float* hidden, absl::Span<float> output, absl::Span<float> scratch) const;
+
+  std::vector<DenseLayer> layers_;
+};
+
+// Applies `activation` to a float32 pre-activation value.
+float Activate(Activation activation, float z);
+
+}  // namespace offerd
+
+#endif  // OFFERD_CORE_MLP_H_

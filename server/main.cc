@@ -35,6 +35,9 @@ ABSL_FLAG(std::string, admin_port_file, "",
           "When set, the bound admin port is written to this file once serving.");
 ABSL_FLAG(bool, trust_client_time, false,
           "Use client-supplied timestamps (replays and tests). Off: the server clock is used.");
+ABSL_FLAG(std::string, policy_config, "",
+          "JSON file with the holdout fraction, assignment salts, global policy overrides and "
+          "experiment arms (see README). Empty: 5% holdout, no arms, bundle defaults.");
 ABSL_FLAG(std::string, log_level, "info", "Minimum log level: debug, info, warning, error.");
 ABSL_FLAG(double, drain_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   options.db_path = absl::GetFlag(FLAGS_db_path);
   options.ingest_files = absl::GetFlag(FLAGS_ingest);
   options.trust_client_time = absl::GetFlag(FLAGS_trust_client_time);
+  options.policy_config_path = absl::GetFlag(FLAGS_policy_config);
   if (absl::GetFlag(FLAGS_snapshot_poll_ms) < 0) return Fail("--snapshot_poll_ms must be >= 0");
   options.snapshot_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_snapshot_poll_ms));
 

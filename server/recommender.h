@@ -1,29 +1,62 @@
 #ifndef OFFERD_SERVER_RECOMMENDER_H_
 #define OFFERD_SERVER_RECOMMENDER_H_
 
+#include <cstdint>
+#include <functional>
+
 #include "absl/status/status.h"
+#include "core/assignment.h"
+#include "core/eligibility.h"
 #include "offerd/v1/offer_service.pb.h"
+#include "server/clock.h"
 #include "server/snapshot_manager.h"
-#include "store/feature_store.h"
+#include "store/rocksdb_store.h"
 
 namespace offerd {
 
-// The Recommend request path (ARCHITECTURE.md "The request path"): validate, pin one bundle,
-// fetch the user's state, build the query, retrieve, rank, answer.
+// What a decision looked like, for the decision log and metrics.
+struct DecisionInfo {
+  int64_t now_ms = 0;
+  bool canary = false;
+  int candidates_retrieved = 0;
+  int filtered[kNumEligibilityReasons] = {};  // by EligibilityReason (kEligible unused)
+  int below_roi_gate = 0;
+};
+
+// The Recommend request path (ARCHITECTURE.md "The request path"): validate, assign (holdout,
+// arm), pin one bundle, fetch the user's state, build the query (user tower, stored
+// embedding or cold start), retrieve, filter (eligibility, caps, cooldowns), score (uplift x
+// (margin + beta CLV) - p1 cost, fatigue, ROI gate), explore and diversify, and record the
+// served offers as impressions at decision time under the user's lock.
 //
 // Thread safety: Recommend() is const and safe to call concurrently.
 class Recommender {
  public:
-  Recommender(const SnapshotManager* snapshots, const FeatureStore* store);
+  struct Options {
+    AssignmentConfig assignment;     // holdout, arms, salts (server config, not bundle data)
+    PolicyOverrides global_overrides;  // applied over the bundle's defaults, before the arm's
+    bool trust_client_time = false;  // use Context.timestamp_ms (replays, tests)
+    // Called once per decision after the response is complete (decision log, metrics).
+    std::function<void(const v1::RecommendRequest&, const v1::RecommendResponse&,
+                       const DecisionInfo&)>
+        on_decision;
+  };
+
+  Recommender(const SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
+              Options options);
 
   // Fills `response`. INVALID_ARGUMENT for bad input, UNAVAILABLE when no bundle is loaded,
   // INTERNAL for storage or index failures.
   absl::Status Recommend(const v1::RecommendRequest& request,
                          v1::RecommendResponse* response) const;
 
+  const Options& options() const { return options_; }
+
  private:
   const SnapshotManager* const snapshots_;
-  const FeatureStore* const store_;
+  RocksDbStore* const store_;
+  const Clock* const clock_;
+  const Options options_;
 };
 
 }  // namespace offerd

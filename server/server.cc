@@ -12,6 +12,7 @@
 #include "server/clock.h"
 #include "server/event_applier.h"
 #include "server/log.h"
+#include "server/policy_config.h"
 #include "server/recommender.h"
 #include "server/services.h"
 #include "server/snapshot_manager.h"
@@ -50,8 +51,16 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
                                  {"feature_schema_id", server->store_->feature_schema_id()}});
   }
 
+  PolicyConfig policy_config;
+  if (!options.policy_config_path.empty()) {
+    absl::StatusOr<PolicyConfig> loaded = LoadPolicyConfig(options.policy_config_path);
+    if (!loaded.ok()) return loaded.status();
+    policy_config = std::move(*loaded);
+  }
+
   RocksDbStore* store_ptr = server->store_.get();
   SnapshotManager::Options snapshot_options;
+  snapshot_options.canary_salt = policy_config.assignment.canary_salt;
   snapshot_options.snapshot_root = options.snapshot_root;
   snapshot_options.store_feature_schema_id = [store_ptr] { return store_ptr->feature_schema_id(); };
   snapshot_options.poll_interval = options.snapshot_poll_interval;
@@ -60,7 +69,12 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   if (!snapshots.ok()) return snapshots.status();
   server->snapshots_ = std::move(*snapshots);
 
-  server->recommender_ = std::make_unique<Recommender>(server->snapshots_.get(), store_ptr);
+  Recommender::Options recommender_options;
+  recommender_options.assignment = policy_config.assignment;
+  recommender_options.global_overrides = policy_config.overrides;
+  recommender_options.trust_client_time = options.trust_client_time;
+  server->recommender_ = std::make_unique<Recommender>(server->snapshots_.get(), store_ptr, clock,
+                                                       std::move(recommender_options));
   server->events_ = std::make_unique<EventApplier>(server->snapshots_.get(), store_ptr, clock,
                                                    options.trust_client_time);
   server->offer_service_ =

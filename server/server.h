@@ -37,6 +37,7 @@ class OfferdServer {
     std::string db_path;                           // required
     std::vector<std::string> ingest_files;         // users.jsonl files to ingest at startup
     bool trust_client_time = false;
+    std::string policy_config_path;  // --policy_config; "" = defaults (holdout 5%, no arms)
     absl::Duration snapshot_poll_interval = absl::Seconds(5);  // zero = no watcher
     int max_receive_message_bytes = 4 << 20;
   };

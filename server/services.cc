@@ -1,6 +1,8 @@
 #include "server/services.h"
 
+#include "core/request_limits.h"
 #include "server/grpc_status.h"
+#include "server/log.h"
 
 namespace offerd {
 namespace {
@@ -89,6 +91,45 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* c
                                                   v1::UnpinResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(snapshots_->Unpin()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
+    grpc::CallbackServerContext* context, const v1::SetOfferOverrideRequest* request,
+    v1::SetOfferOverrideResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = CheckLength("offer_id", request->offer_id(), 1, kMaxOfferIdBytes);
+  if (status.ok() && !request->has_paused() && !request->has_budget()) {
+    status = absl::InvalidArgumentError("set paused and/or budget");
+  }
+  if (status.ok()) {
+    absl::StatusOr<OfferRuntime> runtime = store_->SetOfferOverride(
+        request->offer_id(),
+        request->has_paused() ? std::optional<bool>(request->paused()) : std::nullopt,
+        request->has_budget() ? std::optional<int64_t>(request->budget()) : std::nullopt);
+    status = runtime.status();
+    if (runtime.ok()) {
+      response->set_offer_id(request->offer_id());
+      response->set_paused(runtime->paused);
+      if (runtime->budget_override) response->set_budget(*runtime->budget_override);
+      response->set_redemptions(runtime->redemptions);
+      log::Info("offer_override", {{"offer_id", request->offer_id()},
+                                   {"paused", runtime->paused},
+                                   {"budget", runtime->budget_override.value_or(-1)}});
+    }
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerContext* context,
+                                                       const v1::ForgetUserRequest* request,
+                                                       v1::ForgetUserResponse* /*response*/) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
+  if (status.ok()) status = store_->ForgetUser(request->user_id());
+  if (status.ok()) log::Info("user_forgotten");
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 

@@ -34,7 +34,7 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
 // the new one is published.
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(SnapshotManager* snapshots, const RocksDbStore* store, int64_t started_at_ms)
+  AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, int64_t started_at_ms)
       : snapshots_(snapshots), store_(store), started_at_ms_(started_at_ms) {}
 
   grpc::ServerUnaryReactor* LoadSnapshot(grpc::CallbackServerContext* context,
@@ -49,13 +49,19 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* Unpin(grpc::CallbackServerContext* context,
                                   const v1::UnpinRequest* request,
                                   v1::UnpinResponse* response) override;
+  grpc::ServerUnaryReactor* SetOfferOverride(grpc::CallbackServerContext* context,
+                                             const v1::SetOfferOverrideRequest* request,
+                                             v1::SetOfferOverrideResponse* response) override;
+  grpc::ServerUnaryReactor* ForgetUser(grpc::CallbackServerContext* context,
+                                       const v1::ForgetUserRequest* request,
+                                       v1::ForgetUserResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,
                                       v1::GetStatusResponse* response) override;
 
  private:
   SnapshotManager* const snapshots_;
-  const RocksDbStore* const store_;
+  RocksDbStore* const store_;
   const int64_t started_at_ms_;
 };
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/assignment.h"
 #include "server/log.h"
 #include "store/file_util.h"
 
@@ -40,27 +41,6 @@ std::string Fingerprint(const std::string& dir) {
   std::string all;
   for (const std::string& e : entries) absl::StrAppend(&all, e, "\n");
   return Sha256Hex(all);
-}
-
-// Deterministic position of `user_id` in [0, 1) for the canary split: 64-bit FNV-1a over
-// salt, a 0 byte and the id, then the splitmix64 finalizer, top 53 bits.
-double CanaryUnit(absl::string_view salt, absl::string_view user_id) {
-  uint64_t h = 1469598103934665603ULL;
-  const auto mix_in = [&h](absl::string_view s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ULL;
-    }
-  };
-  mix_in(salt);
-  mix_in(absl::string_view("\0", 1));
-  mix_in(user_id);
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebULL;
-  h ^= h >> 31;
-  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
 SnapshotManager::BundleInfo DescribeBundle(const Bundle& bundle) {
@@ -133,7 +113,7 @@ SnapshotManager::~SnapshotManager() {
 std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id) const {
   absl::ReaderMutexLock lock(&serving_mu_);
   if (serving_.canary != nullptr &&
-      CanaryUnit(options_.canary_salt, user_id) < serving_.canary_fraction) {
+      AssignmentHash(options_.canary_salt, user_id) < serving_.canary_fraction) {
     return serving_.canary;
   }
   return serving_.current;

@@ -51,7 +51,7 @@ class SnapshotManager {
     absl::Duration poll_interval = absl::Seconds(5);
     // Salt of the canary assignment hash (server configuration, not bundle data, so that a
     // new bundle does not reshuffle users).
-    std::string canary_salt = "offerd-canary-v1";
+    std::string canary_salt = "offerd-canary";
     // Runs real queries through a freshly loaded bundle before it is published. Default:
     // the bundle's warm-up queries through its retriever.
     std::function<void(const Bundle&)> warm_up;

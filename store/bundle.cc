@@ -141,7 +141,31 @@ absl::StatusOr<std::shared_ptr<const Bundle>> Bundle::Load(const std::string& di
     bundle->offer_index_.emplace(bundle->offers_[i].offer_id, static_cast<int32_t>(i));
   }
 
-  // 5. Embeddings, streamed: one validation pass (shape, NaN/Inf, unit norm, mean for cold
+  // 5. Models and their golden cases: C++ must reproduce what Python computed.
+  absl::StatusOr<BundleModels> models = LoadBundleModels(
+      m.models_json, dir, [&m](const std::string& file) { return m.files.count(file) > 0; },
+      m.feature_schema, bundle->offers_);
+  if (!models.ok()) return fail(kManifestFile, models.status());
+  bundle->models_ = std::move(*models);
+  if (!m.golden_file.empty()) {
+    if (m.files.count(m.golden_file) == 0) {
+      return fail(kManifestFile, absl::InvalidArgumentError(absl::StrCat(
+                                     "golden file ", m.golden_file, " is not listed in files")));
+    }
+    absl::StatusOr<std::string> golden = ReadFileToString(path_of(m.golden_file));
+    if (!golden.ok()) return fail(m.golden_file, golden.status());
+    if (absl::Status s = VerifyGoldenCases(bundle->models_, *golden,
+                                           &bundle->golden_max_relative_error_);
+        !s.ok()) {
+      return fail(m.golden_file, s);
+    }
+  } else if (bundle->models_.uplift || bundle->models_.user_tower) {
+    return fail(kManifestFile, absl::InvalidArgumentError(
+                                   "models without golden cases: the loader cannot check that "
+                                   "it computes what Python computed"));
+  }
+
+  // 6. Embeddings, streamed: one validation pass (shape, NaN/Inf, unit norm, mean for cold
   // start, warm-up sample), then the index pulls the rows again chunk by chunk. The matrix is
   // never held in memory next to the index's own copy.
   absl::StatusOr<std::unique_ptr<NpyFloat32Reader>> npy =
@@ -206,7 +230,7 @@ absl::StatusOr<std::shared_ptr<const Bundle>> Bundle::Load(const std::string& di
     }
   }
 
-  // 6. Index.
+  // 7. Index.
   const std::string index_path = m.index.file.empty() ? "" : path_of(m.index.file);
   absl::StatusOr<std::unique_ptr<FaissRetriever>> retriever = FaissRetriever::Create(
       m.index, m.num_offers, dim,

@@ -14,6 +14,7 @@
 #include "core/offer.h"
 #include "core/retriever.h"
 #include "store/manifest.h"
+#include "store/model_loader.h"
 
 namespace offerd {
 
@@ -45,6 +46,10 @@ class Bundle {
   absl::Span<const float> cold_start_query() const { return cold_start_query_; }
   // Catalog row of `offer_id`, if present.
   std::optional<int32_t> FindOffer(absl::string_view offer_id) const;
+  // The bundle's models (uplift heads, user tower); each may be absent.
+  const BundleModels& models() const { return models_; }
+  // Worst relative error of the golden cases re-computed at load (0 without golden cases).
+  double golden_max_relative_error() const { return golden_max_relative_error_; }
   // A few offer embeddings sampled at load, used as realistic warm-up queries.
   const std::vector<std::vector<float>>& warmup_queries() const { return warmup_queries_; }
   // Approximate bytes held (index vectors and catalog).
@@ -55,6 +60,8 @@ class Bundle {
 
   BundleManifest manifest_;
   std::vector<Offer> offers_;
+  BundleModels models_;
+  double golden_max_relative_error_ = 0;
   std::unique_ptr<CandidateRetriever> retriever_;
   std::vector<float> cold_start_query_;
   std::vector<std::vector<float>> warmup_queries_;

@@ -57,6 +57,48 @@ absl::Status GetStringList(const json& obj, const char* key, std::vector<std::st
   return absl::OkStatus();
 }
 
+absl::Status ParseFeatureList(const json& list, const std::string& where,
+                              std::vector<FeatureSpec>* features) {
+  if (!list.is_array()) return FieldError(where, "missing or not a list");
+  features->clear();
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& f = list[i];
+    const std::string at = absl::StrCat(where, "[", i, "]");
+    if (!f.is_object()) return FieldError(at, "must be an object");
+    FeatureSpec spec;
+    std::string kind, transform;
+    absl::Status s = GetString(f, "name", true, &spec.name);
+    if (s.ok()) s = GetString(f, "kind", true, &kind);
+    if (s.ok()) s = GetString(f, "transform", false, &transform);
+    if (!s.ok()) return FieldError(at, s.message());
+    if (kind == "numeric") {
+      spec.kind = FeatureSpec::Kind::kNumeric;
+      s = GetDouble(f, "mean", true, &spec.mean);
+      if (s.ok()) s = GetDouble(f, "std", true, &spec.std);
+      if (!s.ok()) return FieldError(at, s.message());
+      if (!(spec.std > 0)) return FieldError(at, "std must be > 0");
+    } else if (kind == "categorical") {
+      spec.kind = FeatureSpec::Kind::kCategorical;
+      s = GetStringList(f, "vocabulary", &spec.vocabulary);
+      if (!s.ok()) return FieldError(at, s.message());
+    } else {
+      return FieldError(at, absl::StrCat("kind must be numeric or categorical, got \"", kind, "\""));
+    }
+    if (transform.empty() || transform == "none") {
+      spec.transform = FeatureSpec::Transform::kNone;
+    } else if (transform == "log1p") {
+      spec.transform = FeatureSpec::Transform::kLog1p;
+    } else {
+      return FieldError(at, absl::StrCat("transform must be none or log1p, got \"", transform, "\""));
+    }
+    for (const FeatureSpec& prev : *features) {
+      if (prev.name == spec.name) return FieldError(at, "duplicate feature name " + spec.name);
+    }
+    features->push_back(std::move(spec));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseFeatureSchema(const json& obj, FeatureSchema* schema) {
   if (!obj.is_object()) return FieldError("feature_schema", "must be an object");
   if (absl::Status s = GetString(obj, "id", true, &schema->id); !s.ok()) {
@@ -64,39 +106,8 @@ absl::Status ParseFeatureSchema(const json& obj, FeatureSchema* schema) {
   }
   if (schema->id.empty()) return FieldError("feature_schema.id", "must not be empty");
   auto features = obj.find("features");
-  if (features == obj.end() || !features->is_array()) {
-    return FieldError("feature_schema.features", "missing or not a list");
-  }
-  schema->features.clear();
-  for (size_t i = 0; i < features->size(); ++i) {
-    const json& f = (*features)[i];
-    const std::string where = absl::StrCat("feature_schema.features[", i, "]");
-    if (!f.is_object()) return FieldError(where, "must be an object");
-    FeatureSpec spec;
-    std::string kind;
-    absl::Status s = GetString(f, "name", true, &spec.name);
-    if (s.ok()) s = GetString(f, "kind", true, &kind);
-    if (!s.ok()) return FieldError(where, s.message());
-    if (kind == "numeric") {
-      spec.kind = FeatureSpec::Kind::kNumeric;
-      s = GetDouble(f, "mean", true, &spec.mean);
-      if (s.ok()) s = GetDouble(f, "std", true, &spec.std);
-      if (!s.ok()) return FieldError(where, s.message());
-      if (!(spec.std > 0)) return FieldError(where, "std must be > 0");
-    } else if (kind == "categorical") {
-      spec.kind = FeatureSpec::Kind::kCategorical;
-      s = GetStringList(f, "vocabulary", &spec.vocabulary);
-      if (!s.ok()) return FieldError(where, s.message());
-    } else {
-      return FieldError(where, absl::StrCat("kind must be numeric or categorical, got \"",
-                                            kind, "\""));
-    }
-    for (const FeatureSpec& prev : schema->features) {
-      if (prev.name == spec.name) return FieldError(where, "duplicate feature name " + spec.name);
-    }
-    schema->features.push_back(std::move(spec));
-  }
-  return absl::OkStatus();
+  if (features == obj.end()) return FieldError("feature_schema.features", "missing");
+  return ParseFeatureList(*features, "feature_schema.features", &schema->features);
 }
 
 }  // namespace offerd::json_util

@@ -28,6 +28,11 @@ absl::Status GetInt(const json& obj, const char* key, bool required, int64_t* ou
 absl::Status GetDouble(const json& obj, const char* key, bool required, double* out);
 absl::Status GetStringList(const json& obj, const char* key, std::vector<std::string>* out);
 
+// Parses a list of feature specs ([{"name", "kind", "mean", "std", "vocabulary",
+// "transform"}...]); `where` prefixes error messages.
+absl::Status ParseFeatureList(const json& list, const std::string& where,
+                              std::vector<FeatureSpec>* features);
+
 // Parses {"id": ..., "features": [...]} into `schema`.
 absl::Status ParseFeatureSchema(const json& obj, FeatureSchema* schema);
 

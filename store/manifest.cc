@@ -1,5 +1,6 @@
 #include "store/manifest.h"
 
+#include <cstdint>
 #include <exception>
 
 #include "store/json_util.h"
@@ -42,6 +43,88 @@ absl::Status ParseIndexSpec(const json& obj, IndexSpec* spec) {
   return json_util::GetString(obj, "file", false, &spec->file);
 }
 
+absl::Status ParsePolicy(const json& obj, PolicyDefaults* policy) {
+  if (!obj.is_object()) return FieldError("policy", "must be an object");
+  int64_t v = 0;
+  absl::Status s;
+  if (obj.contains("retrieval_k")) {
+    if (s = json_util::GetInt(obj, "retrieval_k", true, &v); !s.ok()) return FieldError("policy", s.message());
+    if (v < 1 || v > 10000) {
+      return FieldError("policy.retrieval_k", absl::StrCat("must be 1..10000, got ", v));
+    }
+    policy->retrieval_k = static_cast<int>(v);
+  }
+  PolicyParams& p = policy->params;
+  struct DoubleField {
+    const char* key;
+    double* dst;
+  };
+  const DoubleField doubles[] = {{"beta", &p.beta},
+                                 {"min_ev", &p.min_ev},
+                                 {"epsilon", &p.epsilon},
+                                 {"fatigue_decay", &p.fatigue_decay},
+                                 {"segment_uplift_threshold", &p.segment_thresholds.uplift},
+                                 {"segment_response_threshold", &p.segment_thresholds.response}};
+  for (const DoubleField& f : doubles) {
+    if (s = json_util::GetDouble(obj, f.key, false, f.dst); !s.ok()) return FieldError("policy", s.message());
+  }
+  struct IntField {
+    const char* key;
+    int64_t* dst64;
+    int32_t* dst32;
+  };
+  const IntField ints[] = {{"max_per_category", nullptr, &p.max_per_category},
+                           {"impression_window_seconds", &p.impression_window_seconds, nullptr},
+                           {"max_impressions_per_window", nullptr, &p.max_impressions_per_window},
+                           {"max_offers_per_day", nullptr, &p.max_offers_per_day},
+                           {"dismiss_cooldown_seconds", &p.dismiss_cooldown_seconds, nullptr},
+                           {"redeem_cooldown_seconds", &p.redeem_cooldown_seconds, nullptr}};
+  for (const IntField& f : ints) {
+    if (!obj.contains(f.key)) continue;
+    if (s = json_util::GetInt(obj, f.key, true, &v); !s.ok()) return FieldError("policy", s.message());
+    if (f.dst64) *f.dst64 = v;
+    if (f.dst32) {
+      if (v < INT32_MIN || v > INT32_MAX) return FieldError(absl::StrCat("policy.", f.key), "out of range");
+      *f.dst32 = static_cast<int32_t>(v);
+    }
+  }
+  if (s = ValidatePolicyParams(p); !s.ok()) return FieldError("policy", s.message());
+  return absl::OkStatus();
+}
+
+absl::Status ParseClv(const json& obj, ClvSpec* clv) {
+  if (!obj.is_object()) return FieldError("clv", "must be an object");
+  struct Field {
+    const char* key;
+    double* dst;
+    bool required;
+  };
+  const Field fields[] = {{"r", &clv->r, true},           {"alpha", &clv->alpha, true},
+                          {"a", &clv->a, true},           {"b", &clv->b, true},
+                          {"p", &clv->p, true},           {"q", &clv->q, true},
+                          {"v", &clv->v, true},           {"horizon_weeks", &clv->horizon_weeks, false},
+                          {"margin", &clv->margin, false},
+                          {"annual_discount_rate", &clv->annual_discount_rate, false}};
+  for (const Field& f : fields) {
+    if (absl::Status s = json_util::GetDouble(obj, f.key, f.required, f.dst); !s.ok()) {
+      return FieldError("clv", s.message());
+    }
+  }
+  for (double x : {clv->r, clv->alpha, clv->a, clv->b, clv->p, clv->v}) {
+    if (!(x > 0)) return FieldError("clv", "r, alpha, a, b, p, v must be > 0");
+  }
+  if (!(clv->q > 1)) return FieldError("clv.q", "must be > 1 (finite mean spend)");
+  if (!(clv->horizon_weeks >= 0 && clv->horizon_weeks <= 520)) {
+    return FieldError("clv.horizon_weeks", "must be 0..520");
+  }
+  if (!(clv->margin >= 0 && clv->margin <= 1)) return FieldError("clv.margin", "must be 0..1");
+  if (!(clv->annual_discount_rate >= 0 && clv->annual_discount_rate < 10)) {
+    return FieldError("clv.annual_discount_rate", "must be 0..10");
+  }
+  clv->present = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<BundleManifest> ParseManifestJson(const json& root) {
   if (!root.is_object()) return absl::InvalidArgumentError("not a JSON object");
   BundleManifest m;
@@ -76,15 +159,25 @@ absl::StatusOr<BundleManifest> ParseManifestJson(const json& root) {
   }
   auto policy = root.find("policy");
   if (policy != root.end()) {
-    if (!policy->is_object()) return FieldError("policy", "must be an object");
-    if (policy->contains("retrieval_k")) {
-      if (s = json_util::GetInt(*policy, "retrieval_k", true, &v); !s.ok()) {
-        return FieldError("policy", s.message());
+    if (s = ParsePolicy(*policy, &m.policy); !s.ok()) return s;
+  }
+  auto clv = root.find("clv");
+  if (clv != root.end() && !clv->is_null()) {
+    if (s = ParseClv(*clv, &m.clv); !s.ok()) return s;
+  }
+  auto models = root.find("models");
+  if (models != root.end() && !models->is_null()) {
+    if (!models->is_object()) return FieldError("models", "must be an object");
+    if (!models->empty()) m.models_json = models->dump();
+    for (auto it = models->begin(); it != models->end(); ++it) {
+      std::string golden;
+      if (it->is_object() && (s = json_util::GetString(*it, "golden", false, &golden)).ok() &&
+          !golden.empty()) {
+        if (!m.golden_file.empty() && m.golden_file != golden) {
+          return FieldError("models", "all models must name the same golden file");
+        }
+        m.golden_file = golden;
       }
-      if (v < 1 || v > 10000) {
-        return FieldError("policy.retrieval_k", absl::StrCat("must be 1..10000, got ", v));
-      }
-      m.policy.retrieval_k = static_cast<int>(v);
     }
   }
   auto files = root.find("files");

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/feature_schema.h"
+#include "core/policy_params.h"
 #include "store/faiss_retriever.h"
 
 namespace offerd {
@@ -18,6 +19,17 @@ inline constexpr int kMaxEmbeddingDim = 4096;
 // Default policy parameters carried by a bundle (MANIFEST.json "policy").
 struct PolicyDefaults {
   int retrieval_k = 200;  // candidates retrieved per request, 1..10000
+  PolicyParams params;    // ranking policy defaults (core/policy_params.h)
+};
+
+// CLV parameters carried by a bundle (MANIFEST.json "clv"); absent = no CLV term.
+struct ClvSpec {
+  bool present = false;
+  double r = 0, alpha = 0, a = 0, b = 0;  // BG/NBD, time unit weeks
+  double p = 0, q = 0, v = 0;             // Gamma-Gamma
+  double horizon_weeks = 52;
+  double margin = 0.3;                    // share of spend that is margin
+  double annual_discount_rate = 0.1;
 };
 
 struct BundleFileEntry {
@@ -35,6 +47,9 @@ struct BundleManifest {
   FeatureSchema feature_schema;
   IndexSpec index;
   PolicyDefaults policy;
+  ClvSpec clv;
+  std::string models_json;  // the "models" object as JSON text ("" when absent)
+  std::string golden_file;  // golden cases file named by the models ("" when none)
   std::map<std::string, BundleFileEntry> files;  // file name -> checksum
 };
 

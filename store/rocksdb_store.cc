@@ -4,14 +4,18 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/statistics.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "store/user_codec.h"
@@ -33,7 +37,7 @@ constexpr char kPurchaseBase = 'b';
 
 constexpr char kPurchaseDelta = 'd';
 // Fatigue-family key prefixes.
-constexpr char kCounterPrefix = 'C';
+constexpr char kFatiguePrefix = 'F';
 constexpr char kDedupePrefix = 'D';
 
 void AppendLengthPrefixed(std::string* key, absl::string_view part) {
@@ -50,36 +54,90 @@ std::string PurchaseKey(absl::string_view user_id, char kind) {
   return key;
 }
 
-std::string CounterKey(absl::string_view user_id, absl::string_view offer_id, EventKind kind) {
-  std::string key(1, kCounterPrefix);
+std::string FatigueKey(absl::string_view user_id) {
+  std::string key(1, kFatiguePrefix);
+  key.append(user_id.data(), user_id.size());
+  return key;
+}
+
+std::string DedupeUserPrefix(absl::string_view user_id) {
+  std::string key(1, kDedupePrefix);
   AppendLengthPrefixed(&key, user_id);
+  return key;
+}
+
+std::string DedupeKey(absl::string_view user_id, absl::string_view decision_id,
+                      absl::string_view offer_id, EventKind kind) {
+  std::string key = DedupeUserPrefix(user_id);
+  AppendLengthPrefixed(&key, decision_id);
   AppendLengthPrefixed(&key, offer_id);
   key.push_back(static_cast<char>(kind));
   return key;
 }
 
-std::string DedupeKey(const UserEvent& e) {
-  std::string key(1, kDedupePrefix);
-  AppendLengthPrefixed(&key, e.decision_id);
-  AppendLengthPrefixed(&key, e.user_id);
-  AppendLengthPrefixed(&key, e.offer_id);
-  key.push_back(static_cast<char>(e.kind));
-  return key;
-}
+std::string EncodeMillis(int64_t ms) { return std::string(reinterpret_cast<const char*>(&ms), 8); }
 
-std::string EncodeCounter(int64_t count, int64_t last_ms) {
-  std::string v(16, '\0');
-  std::memcpy(v.data(), &count, 8);
-  std::memcpy(v.data() + 8, &last_ms, 8);
+std::string EncodeOfferRuntime(const OfferRuntime& r) {
+  std::string v;
+  v.push_back(1);  // encoding version
+  v.push_back(r.paused ? 1 : 0);
+  v.push_back(r.budget_override.has_value() ? 1 : 0);
+  const int64_t budget = r.budget_override.value_or(0);
+  v.append(reinterpret_cast<const char*>(&budget), 8);
+  v.append(reinterpret_cast<const char*>(&r.redemptions), 8);
   return v;
 }
 
-bool DecodeCounter(absl::string_view v, int64_t* count, int64_t* last_ms) {
-  if (v.size() != 16) return false;
-  std::memcpy(count, v.data(), 8);
-  std::memcpy(last_ms, v.data() + 8, 8);
+bool DecodeOfferRuntime(absl::string_view v, OfferRuntime* r) {
+  if (v.size() != 19 || v[0] != 1) return false;
+  r->paused = v[1] != 0;
+  int64_t budget, redemptions;
+  std::memcpy(&budget, v.data() + 3, 8);
+  std::memcpy(&redemptions, v.data() + 11, 8);
+  r->budget_override = v[2] != 0 ? std::optional<int64_t>(budget) : std::nullopt;
+  r->redemptions = redemptions;
   return true;
 }
+
+int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Drops expired fatigue state during compaction: dedupe markers older than the retention, and
+// impression buckets, day counts and cooldown times inside user records (records left empty
+// are removed). Reads see correct counts without it; it only bounds the space.
+class FatigueCompactionFilter final : public rocksdb::CompactionFilter {
+ public:
+  FatigueCompactionFilter(int64_t retention_seconds, std::function<int64_t()> now_ms)
+      : retention_seconds_(retention_seconds), now_ms_(std::move(now_ms)) {}
+
+  Decision FilterV2(int /*level*/, const rocksdb::Slice& key, ValueType value_type,
+                    const rocksdb::Slice& existing_value, std::string* new_value,
+                    std::string* /*skip_until*/) const override {
+    if (value_type != ValueType::kValue || key.empty()) return Decision::kKeep;
+    const int64_t now = now_ms_();
+    if (key[0] == kDedupePrefix) {
+      int64_t at_ms = 0;
+      if (existing_value.size() == 8) std::memcpy(&at_ms, existing_value.data(), 8);
+      return at_ms < now - retention_seconds_ * 1000 ? Decision::kRemove : Decision::kKeep;
+    }
+    if (key[0] != kFatiguePrefix) return Decision::kKeep;
+    absl::StatusOr<UserFatigueRecord> record =
+        DecodeUserFatigue(absl::string_view(existing_value.data(), existing_value.size()));
+    if (!record.ok()) return Decision::kKeep;
+    if (!PruneFatigueRecord(&*record, now, retention_seconds_)) return Decision::kKeep;
+    if (record->empty()) return Decision::kRemove;
+    *new_value = EncodeUserFatigue(*record);
+    return Decision::kChangeValue;
+  }
+  const char* Name() const override { return "offerd.FatigueCompactionFilter"; }
+
+ private:
+  const int64_t retention_seconds_;
+  const std::function<int64_t()> now_ms_;
+};
 
 // Online purchase delta: spend per purchase day, day-sorted.
 using PurchaseDays = std::map<int32_t, double>;
@@ -179,10 +237,20 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const Options& 
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 5;
 
+  store->statistics_ = rocksdb::CreateDBStatistics();
+  store->statistics_->set_stats_level(rocksdb::StatsLevel::kExceptDetailedTimers);
+  db_options.statistics = store->statistics_;
+  store->fatigue_retention_seconds_ = options.fatigue_retention_seconds;
+
   const rocksdb::ColumnFamilyOptions cf = PointLookupOptions(store->block_cache_);
+  rocksdb::ColumnFamilyOptions fatigue_cf = cf;
+  // Owned by the column family options for the life of the DB (RocksDB takes a raw pointer).
+  store->fatigue_filter_ = std::make_unique<FatigueCompactionFilter>(
+      options.fatigue_retention_seconds, options.now_ms ? options.now_ms : SystemNowMs);
+  fatigue_cf.compaction_filter = store->fatigue_filter_.get();
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, cf}, {kUsersCf, cf},  {kPurchasesCf, cf},
-      {kFatigueCf, cf},                         {kOffersCf, cf}, {kMetaCf, cf}};
+      {kFatigueCf, fatigue_cf},                 {kOffersCf, cf}, {kMetaCf, cf}};
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
       rocksdb::DB::Open(db_options, options.path, families, &store->handles_, &raw);
@@ -191,7 +259,9 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const Options& 
   store->users_ = store->handles_[1];
   store->purchases_ = store->handles_[2];
   store->fatigue_ = store->handles_[3];
+  store->offers_ = store->handles_[4];
   store->meta_ = store->handles_[5];
+  if (absl::Status s = store->LoadOfferRuntimes(); !s.ok()) return s;
   return store;
 }
 
@@ -235,40 +305,88 @@ absl::StatusOr<std::optional<PurchaseSummary>> RocksDbStore::GetPurchases(
   return MergePurchases(base, online);
 }
 
+absl::Mutex& RocksDbStore::UserLock(absl::string_view user_id) const {
+  return user_locks_[absl::HashOf(user_id) % user_locks_.size()];
+}
+
+absl::StatusOr<UserFatigueRecord> RocksDbStore::ReadFatigue(absl::string_view user_id) const {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), fatigue_, FatigueKey(user_id), &value);
+  if (s.IsNotFound()) return UserFatigueRecord();
+  if (!s.ok()) return FromRocks(s, "fatigue get");
+  return DecodeUserFatigue(absl::string_view(value.data(), value.size()));
+}
+
+absl::StatusOr<UserFatigueRecord> RocksDbStore::GetUserFatigue(absl::string_view user_id) const {
+  return ReadFatigue(user_id);
+}
+
+absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
+                                           absl::string_view decision_id, int64_t now_ms,
+                                           const DecideFn& decide) {
+  absl::MutexLock lock(&UserLock(user_id));
+  absl::StatusOr<UserFatigueRecord> record = ReadFatigue(user_id);
+  if (!record.ok()) return record.status();
+  thread_local std::vector<std::string> served;
+  served.clear();
+  if (absl::Status s = decide(*record, &served); !s.ok()) return s;
+  if (served.empty()) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  for (const std::string& offer_id : served) {
+    RecordImpression(&*record, offer_id, now_ms);
+    if (!decision_id.empty()) {
+      batch.Put(fatigue_, DedupeKey(user_id, decision_id, offer_id, EventKind::kImpression),
+                EncodeMillis(now_ms));
+    }
+  }
+  batch.Put(fatigue_, FatigueKey(user_id), EncodeUserFatigue(*record));
+  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "fatigue write");
+}
+
 absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     absl::Span<const UserEvent> events) {
-  absl::MutexLock lock(&events_mu_);
+  absl::MutexLock events_lock(&events_mu_);
+  // Lock every involved user's stripe, in address order (no deadlock with DecideAndRecord,
+  // which holds one stripe and never waits for another).
+  std::set<absl::Mutex*> stripes;
+  for (const UserEvent& e : events) stripes.insert(&UserLock(e.user_id));
+  for (absl::Mutex* m : stripes) m->Lock();
+  struct Unlock {
+    std::set<absl::Mutex*>& stripes;
+    ~Unlock() {
+      for (absl::Mutex* m : stripes) m->Unlock();
+    }
+  } unlock{stripes};
+
   ApplyStats stats;
   rocksdb::WriteBatch batch;
-  // Values written earlier in this batch, so that repeated keys within one request compose.
-  std::map<std::string, std::string> pending_fatigue;
-  std::map<std::string, PurchaseDays> pending_purchases;
-  const auto read_fatigue = [&](const std::string& key, std::string* value) -> rocksdb::Status {
-    auto it = pending_fatigue.find(key);
-    if (it != pending_fatigue.end()) {
-      *value = it->second;
-      return rocksdb::Status::OK();
-    }
-    return db_->Get(rocksdb::ReadOptions(), fatigue_, key, value);
-  };
+  std::set<std::string> dedupe_in_batch;
+  std::map<std::string, UserFatigueRecord> fatigue;        // by user id, read once
+  std::map<std::string, PurchaseDays> purchases;           // by purchase key, read once
+  std::map<std::string, int64_t> redeemed;                 // by offer id
   for (const UserEvent& e : events) {
-    std::string value;
     if (!e.decision_id.empty()) {
-      const std::string dedupe = DedupeKey(e);
-      rocksdb::Status s = read_fatigue(dedupe, &value);
+      const std::string dedupe = DedupeKey(e.user_id, e.decision_id, e.offer_id, e.kind);
+      std::string ignored;
+      if (dedupe_in_batch.count(dedupe) > 0) {
+        ++stats.duplicates;
+        continue;
+      }
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), fatigue_, dedupe, &ignored);
       if (s.ok()) {
         ++stats.duplicates;
         continue;
       }
       if (!s.IsNotFound()) return FromRocks(s, "events dedupe get");
-      pending_fatigue[dedupe] = "";
-      batch.Put(fatigue_, dedupe, "");
+      dedupe_in_batch.insert(dedupe);
+      batch.Put(fatigue_, dedupe, EncodeMillis(e.timestamp_ms));
     }
     if (e.kind == EventKind::kPurchase) {
       const std::string key = PurchaseKey(e.user_id, kPurchaseDelta);
-      auto it = pending_purchases.find(key);
-      if (it == pending_purchases.end()) {
+      auto it = purchases.find(key);
+      if (it == purchases.end()) {
         PurchaseDays days;
+        std::string value;
         rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), purchases_, key, &value);
         if (s.ok()) {
           if (!DecodePurchaseDays(value, &days)) {
@@ -277,47 +395,47 @@ absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
         } else if (!s.IsNotFound()) {
           return FromRocks(s, "purchases get");
         }
-        it = pending_purchases.emplace(key, std::move(days)).first;
+        it = purchases.emplace(key, std::move(days)).first;
       }
       it->second[DayOfMs(e.timestamp_ms)] += e.amount;
-      batch.Put(purchases_, key, EncodePurchaseDays(it->second));
-    } else {
-      const std::string key = CounterKey(e.user_id, e.offer_id, e.kind);
-      int64_t count = 0, last_ms = 0;
-      rocksdb::Status s = read_fatigue(key, &value);
-      if (s.ok()) {
-        if (!DecodeCounter(value, &count, &last_ms)) {
-          return absl::DataLossError("offer event counter: corrupt value");
-        }
-      } else if (!s.IsNotFound()) {
-        return FromRocks(s, "counter get");
+    } else if (e.kind != EventKind::kClick) {
+      auto it = fatigue.find(e.user_id);
+      if (it == fatigue.end()) {
+        absl::StatusOr<UserFatigueRecord> record = ReadFatigue(e.user_id);
+        if (!record.ok()) return record.status();
+        it = fatigue.emplace(e.user_id, std::move(*record)).first;
       }
-      const std::string updated = EncodeCounter(count + 1, std::max(last_ms, e.timestamp_ms));
-      pending_fatigue[key] = updated;
-      batch.Put(fatigue_, key, updated);
+      if (e.kind == EventKind::kImpression) RecordImpression(&it->second, e.offer_id, e.timestamp_ms);
+      if (e.kind == EventKind::kDismiss) RecordDismiss(&it->second, e.offer_id, e.timestamp_ms);
+      if (e.kind == EventKind::kRedeem) {
+        RecordRedeem(&it->second, e.offer_id, e.timestamp_ms);
+        ++redeemed[e.offer_id];
+      }
     }
     ++stats.applied;
   }
+  for (const auto& [key, days] : purchases) batch.Put(purchases_, key, EncodePurchaseDays(days));
+  for (const auto& [user, record] : fatigue) {
+    batch.Put(fatigue_, FatigueKey(user), EncodeUserFatigue(record));
+  }
+  // Budget use. events_mu_ (held) also serialises SetOfferOverride, so the persisted
+  // runtime records cannot lose an update; the in-memory table is updated after the write.
+  std::map<std::string, OfferRuntime> runtimes;
+  for (const auto& [offer, count] : redeemed) {
+    OfferRuntime runtime = GetOfferRuntime(offer);
+    runtime.redemptions += count;
+    batch.Put(offers_, offer, EncodeOfferRuntime(runtime));
+    runtimes.emplace(offer, runtime);
+  }
   if (batch.Count() > 0) {
-    rocksdb::WriteOptions options;  // WAL on (disableWAL = false)
-    rocksdb::Status s = db_->Write(options, &batch);
+    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);  // WAL on
     if (!s.ok()) return FromRocks(s, "events write");
   }
-  return stats;
-}
-
-absl::StatusOr<RocksDbStore::OfferEventCounter> RocksDbStore::GetOfferEventCounter(
-    absl::string_view user_id, absl::string_view offer_id, EventKind kind) const {
-  std::string value;
-  rocksdb::Status s =
-      db_->Get(rocksdb::ReadOptions(), fatigue_, CounterKey(user_id, offer_id, kind), &value);
-  OfferEventCounter counter;
-  if (s.IsNotFound()) return counter;
-  if (!s.ok()) return FromRocks(s, "counter get");
-  if (!DecodeCounter(value, &counter.count, &counter.last_ms)) {
-    return absl::DataLossError("offer event counter: corrupt value");
+  if (!runtimes.empty()) {
+    absl::MutexLock lock(&offers_mu_);
+    for (auto& [offer, runtime] : runtimes) offer_runtime_[offer] = runtime;
   }
-  return counter;
+  return stats;
 }
 
 absl::StatusOr<RocksDbStore::IngestStats> RocksDbStore::IngestUsersFile(const std::string& path) {
@@ -368,6 +486,79 @@ absl::StatusOr<RocksDbStore::IngestStats> RocksDbStore::IngestUsersFile(const st
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+OfferRuntime RocksDbStore::GetOfferRuntime(absl::string_view offer_id) const {
+  absl::ReaderMutexLock lock(&offers_mu_);
+  auto it = offer_runtime_.find(offer_id);
+  return it == offer_runtime_.end() ? OfferRuntime() : it->second;
+}
+
+absl::StatusOr<OfferRuntime> RocksDbStore::SetOfferOverride(absl::string_view offer_id,
+                                                            std::optional<bool> paused,
+                                                            std::optional<int64_t> budget) {
+  absl::MutexLock events_lock(&events_mu_);
+  OfferRuntime runtime = GetOfferRuntime(offer_id);
+  if (paused.has_value()) runtime.paused = *paused;
+  if (budget.has_value()) {
+    if (*budget < -1) return absl::InvalidArgumentError("budget: must be >= 0, or -1 to clear");
+    runtime.budget_override = *budget == -1 ? std::nullopt : std::optional<int64_t>(*budget);
+  }
+  rocksdb::WriteOptions options;
+  options.sync = true;  // an operator action: make it durable before answering
+  rocksdb::Status s = db_->Put(options, offers_, rocksdb::Slice(offer_id.data(), offer_id.size()),
+                               EncodeOfferRuntime(runtime));
+  if (!s.ok()) return FromRocks(s, "offer override write");
+  absl::MutexLock lock(&offers_mu_);
+  offer_runtime_[offer_id] = runtime;
+  return runtime;
+}
+
+absl::Status RocksDbStore::LoadOfferRuntimes() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), offers_));
+  absl::MutexLock lock(&offers_mu_);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    OfferRuntime runtime;
+    if (!DecodeOfferRuntime(absl::string_view(it->value().data(), it->value().size()), &runtime)) {
+      return absl::DataLossError(absl::StrCat("offers: corrupt record for ", it->key().ToString()));
+    }
+    offer_runtime_[it->key().ToString()] = runtime;
+  }
+  return FromRocks(it->status(), "offers scan");
+}
+
+absl::Status RocksDbStore::ForgetUser(absl::string_view user_id) {
+  absl::MutexLock events_lock(&events_mu_);
+  absl::MutexLock lock(&UserLock(user_id));
+  rocksdb::WriteBatch batch;
+  const rocksdb::Slice user(user_id.data(), user_id.size());
+  batch.Delete(users_, user);
+  batch.Delete(purchases_, PurchaseKey(user_id, kPurchaseBase));
+  batch.Delete(purchases_, PurchaseKey(user_id, kPurchaseDelta));
+  batch.Delete(fatigue_, FatigueKey(user_id));
+  // Dedupe markers share a per-user prefix: one range covers them all.
+  std::string begin = DedupeUserPrefix(user_id);
+  std::string end = begin;
+  end.push_back('\xff');
+  for (int i = 0; i < 4; ++i) end.push_back('\xff');
+  batch.DeleteRange(fatigue_, begin, end);
+  rocksdb::WriteOptions options;
+  options.sync = true;
+  return FromRocks(db_->Write(options, &batch), "forget user");
+}
+
+absl::Status RocksDbStore::CompactFatigueForTesting() {
+  rocksdb::CompactRangeOptions options;
+  // Rewrite every file (no trivial moves) so the compaction filter sees every key.
+  options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  return FromRocks(db_->CompactRange(options, fatigue_, nullptr, nullptr), "compact fatigue");
+}
+
+double RocksDbStore::BlockCacheHitRatio() const {
+  const uint64_t hits = statistics_->getTickerCount(rocksdb::BLOCK_CACHE_HIT);
+  const uint64_t misses = statistics_->getTickerCount(rocksdb::BLOCK_CACHE_MISS);
+  if (hits + misses == 0) return std::nan("");
+  return static_cast<double>(hits) / static_cast<double>(hits + misses);
 }
 
 std::string RocksDbStore::feature_schema_id() const {

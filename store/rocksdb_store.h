@@ -1,41 +1,70 @@
 #ifndef OFFERD_STORE_ROCKSDB_STORE_H_
 #define OFFERD_STORE_ROCKSDB_STORE_H_
 
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "core/event.h"
+#include "core/user_fatigue.h"
 #include "store/feature_store.h"
 
 namespace rocksdb {
+class CompactionFilter;
 class DB;
 class ColumnFamilyHandle;
 class Cache;
+class Statistics;
 }  // namespace rocksdb
 
 namespace offerd {
 
+// Operator overrides and budget use of one offer, kept in memory and persisted in the
+// `offers` column family.
+struct OfferRuntime {
+  bool paused = false;
+  std::optional<int64_t> budget_override;  // replaces the catalog budget when set
+  int64_t redemptions = 0;                 // REDEEM events applied
+};
+
 // offerd's embedded state in RocksDB, one column family per kind of state
-// (ARCHITECTURE.md "State in RocksDB"): `users`, `purchases`, `fatigue`, `offers`, plus
-// `meta` (store-wide facts such as the ingested feature schema id).
+// (ARCHITECTURE.md "State in RocksDB"):
+//   users      user id -> offline feature record (UserRecord), written by ingest
+//   purchases  user id + 'b' -> offline purchase base; user id + 'd' -> online purchase days
+//              (kept apart so an ingest never erases reported purchases; merged on read)
+//   fatigue    'F' + user id -> UserFatigueRecord (hour-bucketed impressions, last dismiss /
+//              redeem per offer, shown per day); 'D' + user id + decision + offer + type ->
+//              dedupe marker (time). Expired buckets and markers are dropped by a compaction
+//              filter, never by scans.
+//   offers     offer id -> OfferRuntime
+//   meta       store-wide facts (ingested feature schema id)
 //
-// Options are tuned for point lookups: a shared LRU block cache, 10-bit bloom filters on
-// whole keys, index and filter blocks cached and pinned for L0. See store/README.md.
+// Options are tuned for point lookups (see store/README.md): a shared LRU block cache,
+// 10-bit bloom filters on whole keys, index and filter blocks cached and pinned for L0.
+// Writes go through the write-ahead log: an acknowledged write survives a process crash.
 //
-// Thread safety: all methods are safe for concurrent use (RocksDB is internally
-// synchronised).
+// Thread safety: all methods are safe for concurrent use. Read-modify-writes of one user's
+// fatigue record are serialised by a striped per-user lock, so caps hold under concurrency.
 class RocksDbStore final : public FeatureStore {
  public:
   struct Options {
-    std::string path;                   // database directory; created when missing
+    std::string path;                      // database directory; created when missing
     int64_t block_cache_bytes = 64 << 20;  // shared LRU block cache
     bool create_if_missing = true;
+    // How long fatigue state and dedupe markers are kept (>= every cap window and cooldown).
+    int64_t fatigue_retention_seconds = 90LL * 24 * 3600;
+    // Clock of the compaction filter (Unix ms); the system clock when empty.
+    std::function<int64_t()> now_ms;
   };
 
   struct IngestStats {
@@ -45,8 +74,6 @@ class RocksDbStore final : public FeatureStore {
     double seconds = 0;
   };
 
-  // Opens (creating when allowed) the database at options.path. Errors say what is wrong with
-  // the path (missing parent, not a directory, locked by another process, permissions).
   static absl::StatusOr<std::unique_ptr<RocksDbStore>> Open(const Options& options);
   ~RocksDbStore() override;
 
@@ -54,55 +81,76 @@ class RocksDbStore final : public FeatureStore {
   absl::StatusOr<std::optional<PurchaseSummary>> GetPurchases(
       absl::string_view user_id) const override;
 
-  // Loads a users.jsonl file (docs/snapshot-format.md) atomically: the whole file is parsed
-  // and validated first; on any error nothing is written and the error names the file and
-  // line. Replaces the offline record and purchase base of every user in the file and records
-  // the file's feature schema id.
+  // Loads a users.jsonl file atomically (nothing is written unless every line is valid).
   absl::StatusOr<IngestStats> IngestUsersFile(const std::string& path);
+
+  // The user's fatigue record (empty for a user never shown anything).
+  absl::StatusOr<UserFatigueRecord> GetUserFatigue(absl::string_view user_id) const;
+
+  // The serve-time transaction of one decision. Under the user's lock: reads the fatigue
+  // record, calls `decide` with it, and records every offer id `decide` returns as shown at
+  // now_ms (impression bucket + day count) together with a dedupe marker per (decision_id,
+  // offer, IMPRESSION), so that the client's IMPRESSION for that decision is not counted
+  // again. `decide` must not call back into the store.
+  using DecideFn = std::function<absl::Status(const UserFatigueRecord& fatigue,
+                                              std::vector<std::string>* served_offer_ids)>;
+  absl::Status DecideAndRecord(absl::string_view user_id, absl::string_view decision_id,
+                               int64_t now_ms, const DecideFn& decide);
 
   struct ApplyStats {
     int64_t applied = 0;
     int64_t duplicates = 0;  // same (decision_id, offer_id, type) already applied
   };
+  // Applies events in one WriteBatch (WAL on). PURCHASE -> online purchase delta;
+  // IMPRESSION -> impression bucket and day count (unless already counted for its decision);
+  // DISMISS / REDEEM -> cooldown times; REDEEM also uses one unit of the offer's budget.
+  // Events with a decision_id are applied at most once per (decision_id, offer_id, type).
+  absl::StatusOr<ApplyStats> ApplyEvents(absl::Span<const UserEvent> events);
 
-  // Applies events in one WriteBatch with the write-ahead log on: an acknowledged event
-  // survives a crash of the process. PURCHASE adds to the user's online purchase delta (kept
-  // apart from the offline base, merged on read); other types update the per user x offer
-  // counters (count and last time). Events carrying a decision_id are applied at most once
-  // per (decision_id, offer_id, type).
-  absl::StatusOr<ApplyStats> ApplyEvents(absl::Span<const UserEvent> events)
-      ABSL_LOCKS_EXCLUDED(events_mu_);
+  // Runtime state of an offer (defaults when none was set).
+  OfferRuntime GetOfferRuntime(absl::string_view offer_id) const;
+  // Pauses/resumes an offer and/or sets (or clears, with budget = -1) its budget override;
+  // persisted before it returns.
+  absl::StatusOr<OfferRuntime> SetOfferOverride(absl::string_view offer_id,
+                                                std::optional<bool> paused,
+                                                std::optional<int64_t> budget);
 
-  // Count and last time (Unix ms) of `kind` events for user x offer; {0, 0} when none.
-  struct OfferEventCounter {
-    int64_t count = 0;
-    int64_t last_ms = 0;
-  };
-  absl::StatusOr<OfferEventCounter> GetOfferEventCounter(absl::string_view user_id,
-                                                         absl::string_view offer_id,
-                                                         EventKind kind) const;
+  // Erases everything stored about a user: features, purchases, fatigue, dedupe markers.
+  absl::Status ForgetUser(absl::string_view user_id);
 
-  // Feature schema id of the last ingest; "" when nothing was ingested.
   std::string feature_schema_id() const;
-
-  // RocksDB's estimate of the number of stored users.
   int64_t ApproximateUserCount() const;
-
-  // Flushes memtables to SST files (used at shutdown).
+  // Block cache hit ratio since open, in [0, 1] (NaN before any block read).
+  double BlockCacheHitRatio() const;
   absl::Status Flush();
+  // Compacts the fatigue column family now (tests of the compaction filter).
+  absl::Status CompactFatigueForTesting();
 
  private:
   RocksDbStore() = default;
+  absl::Mutex& UserLock(absl::string_view user_id) const;
+  absl::StatusOr<UserFatigueRecord> ReadFatigue(absl::string_view user_id) const;
+  absl::Status LoadOfferRuntimes();
 
   std::shared_ptr<rocksdb::Cache> block_cache_;
+  std::shared_ptr<rocksdb::Statistics> statistics_;
+  std::unique_ptr<rocksdb::CompactionFilter> fatigue_filter_;  // outlives db_ (declared first)
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_
   rocksdb::ColumnFamilyHandle* users_ = nullptr;
   rocksdb::ColumnFamilyHandle* purchases_ = nullptr;
   rocksdb::ColumnFamilyHandle* fatigue_ = nullptr;
+  rocksdb::ColumnFamilyHandle* offers_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
-  // Serialises the read-modify-write of event application.
+  int64_t fatigue_retention_seconds_ = 0;
+
+  // Striped per-user locks for fatigue read-modify-writes.
+  mutable std::array<absl::Mutex, 256> user_locks_;
+  // Serialises event batches (they may touch many users and offers).
   absl::Mutex events_mu_;
+
+  mutable absl::Mutex offers_mu_;
+  absl::flat_hash_map<std::string, OfferRuntime> offer_runtime_ ABSL_GUARDED_BY(offers_mu_);
 };
 
 }  // namespace offerd

@@ -8,6 +8,9 @@ namespace {
 
 constexpr uint8_t kUserRecordV1 = 1;
 constexpr uint8_t kPurchaseSummaryV1 = 1;
+constexpr uint8_t kUserFatigueV1 = 1;
+
+void PutI64(std::string* out, int64_t v) { out->append(reinterpret_cast<const char*>(&v), 8); }
 
 void PutU32(std::string* out, uint32_t v) {
   char buf[4];
@@ -61,6 +64,7 @@ class Reader {
     v->resize(n);
     return GetRaw(v->data(), n * sizeof(float));
   }
+  bool GetI64(int64_t* v) { return GetRaw(v, 8); }
   bool done() const { return in_.empty(); }
 
  private:
@@ -133,6 +137,64 @@ absl::StatusOr<PurchaseSummary> DecodePurchaseSummary(absl::string_view bytes) {
   s.repeat_days = static_cast<int32_t>(repeat);
   s.has_purchases = has != 0;
   return s;
+}
+
+std::string EncodeUserFatigue(const UserFatigueRecord& record) {
+  std::string out;
+  out.push_back(static_cast<char>(kUserFatigueV1));
+  PutU32(&out, static_cast<uint32_t>(record.shown_per_day.size()));
+  for (const DayCount& d : record.shown_per_day) {
+    PutU32(&out, static_cast<uint32_t>(d.day));
+    PutU32(&out, static_cast<uint32_t>(d.count));
+  }
+  PutU32(&out, static_cast<uint32_t>(record.offers.size()));
+  for (const OfferFatigueEntry& e : record.offers) {
+    PutBytes(&out, e.offer_id);
+    PutI64(&out, e.last_dismiss_ms);
+    PutI64(&out, e.last_redeem_ms);
+    PutU32(&out, static_cast<uint32_t>(e.impressions.size()));
+    for (const ImpressionBucket& b : e.impressions) {
+      PutI64(&out, b.hour);
+      PutU32(&out, static_cast<uint32_t>(b.count));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<UserFatigueRecord> DecodeUserFatigue(absl::string_view bytes) {
+  Reader in(bytes);
+  uint8_t version;
+  if (!in.GetU8(&version) || version != kUserFatigueV1) {
+    return absl::DataLossError("fatigue record: unknown or missing encoding version");
+  }
+  const auto truncated = [] { return absl::DataLossError("fatigue record: truncated"); };
+  UserFatigueRecord record;
+  uint32_t n;
+  if (!in.GetU32(&n) || n > bytes.size()) return truncated();
+  record.shown_per_day.resize(n);
+  for (DayCount& d : record.shown_per_day) {
+    uint32_t day, count;
+    if (!in.GetU32(&day) || !in.GetU32(&count)) return truncated();
+    d.day = static_cast<int32_t>(day);
+    d.count = static_cast<int32_t>(count);
+  }
+  if (!in.GetU32(&n) || n > bytes.size()) return truncated();
+  record.offers.resize(n);
+  for (OfferFatigueEntry& e : record.offers) {
+    uint32_t buckets;
+    if (!in.GetBytes(&e.offer_id) || !in.GetI64(&e.last_dismiss_ms) ||
+        !in.GetI64(&e.last_redeem_ms) || !in.GetU32(&buckets) || buckets > bytes.size()) {
+      return truncated();
+    }
+    e.impressions.resize(buckets);
+    for (ImpressionBucket& b : e.impressions) {
+      uint32_t count;
+      if (!in.GetI64(&b.hour) || !in.GetU32(&count)) return truncated();
+      b.count = static_cast<int32_t>(count);
+    }
+  }
+  if (!in.done()) return absl::DataLossError("fatigue record: trailing bytes");
+  return record;
 }
 
 }  // namespace offerd

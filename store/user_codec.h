@@ -6,6 +6,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/user.h"
+#include "core/user_fatigue.h"
 
 namespace offerd {
 
@@ -17,6 +18,9 @@ absl::StatusOr<UserRecord> DecodeUserRecord(absl::string_view bytes);
 
 std::string EncodePurchaseSummary(const PurchaseSummary& summary);
 absl::StatusOr<PurchaseSummary> DecodePurchaseSummary(absl::string_view bytes);
+
+std::string EncodeUserFatigue(const UserFatigueRecord& record);
+absl::StatusOr<UserFatigueRecord> DecodeUserFatigue(absl::string_view bytes);
 
 }  // namespace offerd
 

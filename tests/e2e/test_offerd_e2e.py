@@ -20,47 +20,79 @@ from offerd.v1 import offer_service_pb2_grpc
 from tests.e2e.offerd_process import OFFERCTL, run_offerd_expect_exit, start_offerd
 
 
+# Deterministic ranking for exact comparisons: no holdout, no exploration, no diversity limit.
+GREEDY_POLICY = {"holdout_fraction": 0, "overrides": {"epsilon": 0, "max_per_category": 0}}
+NOW_MS = 1_793_000_000_000  # a fixed request time (--trust_client_time)
+
+
 @pytest.fixture(scope="module")
 def server(world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("offerd")
+    (tmp / "policy.json").write_text(json.dumps(GREEDY_POLICY))
     proc = start_offerd(tmp, world["snapshot_root"], tmp / "db",
-                        [f"--ingest={world['users_file']}"])
+                        [f"--ingest={world['users_file']}", f"--policy_config={tmp / 'policy.json'}",
+                         "--trust_client_time"])
     yield proc
     assert proc.stop() == 0, proc.log()
 
 
+def _eligible(offer: dict, channel: str, country: str, audiences: set[str]) -> bool:
+    """The eligibility rules of core/eligibility.h, for a fresh user with no fatigue state."""
+    if offer["active_from_ms"] and NOW_MS < offer["active_from_ms"]:
+        return False
+    if offer["active_to_ms"] and NOW_MS >= offer["active_to_ms"]:
+        return False
+    if offer["channels"] and channel not in offer["channels"]:
+        return False
+    if offer["countries"] and country not in offer["countries"]:
+        return False
+    if offer["audiences"] and not audiences & set(offer["audiences"]):
+        return False
+    return True
+
+
 def test_top_k_matches_python_faiss_for_20_users(world, server):
-    """The C++ top-K equals Python faiss exact inner-product search on the same bundle."""
+    """The C++ top-N equals Python faiss exact inner-product search on the same bundle,
+    restricted to the offers eligible for the request."""
     embeddings = np.load(world["bundle"] / "offer_embeddings.npy")
-    offer_ids = [json.loads(line)["offer_id"]
-                 for line in open(world["bundle"] / "offers.jsonl") if line.strip()]
+    offers = [json.loads(line) for line in open(world["bundle"] / "offers.jsonl") if line.strip()]
+    manifest = json.loads((world["bundle"] / "MANIFEST.json").read_text())
+    retrieval_k = manifest["policy"]["retrieval_k"]
+    categorical = [f["name"] for f in world["header"]["feature_schema"]["features"]
+                   if f["kind"] == "categorical"]
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(embeddings)
     stub = offer_service_pb2_grpc.OfferServiceStub(server.channel())
     users = [u for u in world["users"] if u.get("embedding")][:20]
     assert len(users) == 20
     n = 10
+    compared = 0
     for user in users:
-        response = stub.Recommend(pb.RecommendRequest(user_id=user["user_id"], num_offers=n,
-                                                      explain=True,
-                                                      context=pb.Context(channel="web")),
-                                  timeout=10)
+        country = str(user["features"].get("country", ""))
+        audiences = {f"{user['features'][name]}_{name}" for name in categorical
+                     if user["features"].get(name) not in (None, "")}
+        response = stub.Recommend(pb.RecommendRequest(
+            user_id=user["user_id"], num_offers=n, explain=True,
+            context=pb.Context(channel="web", country=country, timestamp_ms=NOW_MS)), timeout=10)
+        assert not response.cold_start and not response.holdout
         query = np.asarray([user["embedding"]], dtype=np.float32)
-        scores, labels = index.search(query, n + 5)
-        got = [o.offer_id for o in response.offers]
-        assert len(got) == n
-        assert not response.cold_start
-        want = [offer_ids[i] for i in labels[0][:n]]
-        # Equal lists, allowing reordering only among scores tied to float precision.
-        got_scores = [o.explanation.retrieval_score for o in response.offers]
-        np.testing.assert_allclose(got_scores, scores[0][:n], rtol=0, atol=1e-5)
-        if got != want:
-            kth = scores[0][n - 1]
-            tied = {offer_ids[i] for i, s in zip(labels[0], scores[0]) if abs(s - kth) < 1e-5}
-            assert set(got) ^ set(want) <= tied, (user["user_id"], got, want)
-        assert [o.rank for o in response.offers] == list(range(1, n + 1))
+        scores, labels = index.search(query, retrieval_k)
+        ranked = [(float(sc), offers[i]["offer_id"]) for sc, i in zip(scores[0], labels[0])
+                  if _eligible(offers[i], "web", country, audiences)]
+        want = ranked[:n]
+        got = [(o.explanation.retrieval_score, o.offer_id) for o in response.offers]
+        assert len(got) == len(want), (user["user_id"], got, want)
+        np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], rtol=0, atol=1e-5)
+        if [g[1] for g in got] != [w[1] for w in want]:
+            # Only scores tied to float precision may be ordered differently.
+            kth = want[-1][0]
+            tied = {oid for sc, oid in ranked if abs(sc - kth) < 1e-5}
+            assert {g[1] for g in got} ^ {w[1] for w in want} <= tied, (user["user_id"], got, want)
+        assert [o.rank for o in response.offers] == list(range(1, len(got) + 1))
         assert len(response.decision_id) == 32
         assert response.snapshot_version == "20261101T000000Z"
+        compared += len(got)
+    assert compared >= 100  # the eligible sets were not trivially small
 
 
 def test_unknown_user_gets_cold_start_offers(server):
@@ -156,6 +188,7 @@ def test_startup_skips_bad_newest_bundle_and_fails_without_any(world, tmp_path):
     try:
         stub = offer_service_pb2_grpc.OfferServiceStub(proc.channel())
         response = stub.Recommend(pb.RecommendRequest(user_id="u", num_offers=1), timeout=10)
+        assert response.decision_id
         assert response.snapshot_version == "20261101T000000Z"
     finally:
         assert proc.stop() == 0

@@ -38,6 +38,8 @@ class ServerTest : public ::testing::Test {
     options_.snapshot_root = tmp_.Join("snapshots");
     options_.db_path = tmp_.Join("db");
     options_.ingest_files = {tmp_.Join("users.jsonl")};
+    testing::WriteGreedyPolicyConfig(tmp_.Join("policy.json"));
+    options_.policy_config_path = tmp_.Join("policy.json");
   }
 
   void StartServer() {
@@ -286,8 +288,10 @@ TEST_F(ServerTest, ReportEventsAcceptsValidAndExplainsRejected) {
   EXPECT_NE(response.rejected(2).reason().find("type"), std::string::npos);
   EXPECT_NE(response.rejected(3).reason().find("amount"), std::string::npos);
   EXPECT_NE(response.rejected(4).reason().find("future"), std::string::npos);
-  EXPECT_EQ(server_->store()->GetOfferEventCounter("u00001", "o0001", EventKind::kImpression)->count,
-            1);
+  absl::StatusOr<UserFatigueRecord> fatigue = server_->store()->GetUserFatigue("u00001");
+  ASSERT_TRUE(fatigue.ok());
+  ASSERT_NE(fatigue->Find("o0001"), nullptr);
+  EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o0001"), clock_.NowMs(), 3600), 1);
 
   grpc::ClientContext empty_context;
   EXPECT_EQ(stub_->ReportEvents(&empty_context, v1::ReportEventsRequest(), &response).error_code(),

@@ -50,6 +50,8 @@ TEST(SwapUnderLoadTest, NoFailedCallsAndVersionsNeverGoBackwards) {
   options.db_path = tmp.Join("db");
   options.ingest_files = {tmp.Join("users.jsonl")};
   options.snapshot_poll_interval = absl::Milliseconds(10);
+  testing::WriteGreedyPolicyConfig(tmp.Join("policy.json"));
+  options.policy_config_path = tmp.Join("policy.json");
   SystemClock clock;
   absl::StatusOr<std::unique_ptr<OfferdServer>> server = OfferdServer::Create(options, &clock);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -70,13 +72,14 @@ TEST(SwapUnderLoadTest, NoFailedCallsAndVersionsNeverGoBackwards) {
       std::string last;
       for (int i = 0; !stop.load(); ++i) {
         v1::RecommendRequest request;
-        request.set_user_id(world.UserId(i % 30));  // known and unknown users
+        // Known (first 20) and unknown users; many of them, so fatigue caps rarely bind.
+        request.set_user_id(world.UserId((i * kClients + c) % 5000));
         request.set_num_offers(5);
         v1::RecommendResponse response;
         grpc::ClientContext context;
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
         grpc::Status status = stub->Recommend(&context, request, &response);
-        if (!status.ok() || response.offers_size() != 5) {
+        if (!status.ok()) {
           if (report.failed++ == 0) report.first_error = status.error_message();
           continue;
         }

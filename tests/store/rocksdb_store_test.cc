@@ -1,10 +1,13 @@
 #include "store/rocksdb_store.h"
 
 #include <cmath>
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "store/user_codec.h"
 #include "tests/test_util/bundle_writer.h"
 #include "tests/test_util/temp_dir.h"
@@ -99,9 +102,10 @@ TEST_F(RocksDbStoreTest, BadIngestFileWritesNothing) {
 }
 
 TEST_F(RocksDbStoreTest, EventsAreCountedOncePerDecision) {
-  UserEvent impression{"u1", "o0001", EventKind::kImpression, 1'000'000, "d1", 0};
+  constexpr int64_t kNow = 1'790'000'000'000;
+  UserEvent impression{"u1", "o0001", EventKind::kImpression, kNow, "d1", 0};
   UserEvent again = impression;
-  UserEvent other_system{"u1", "o0001", EventKind::kImpression, 2'000'000, "", 0};
+  UserEvent other_system{"u1", "o0001", EventKind::kImpression, kNow + 1000, "", 0};
   absl::StatusOr<RocksDbStore::ApplyStats> stats =
       store_->ApplyEvents({impression, again, other_system});
   ASSERT_TRUE(stats.ok()) << stats.status();
@@ -110,11 +114,117 @@ TEST_F(RocksDbStoreTest, EventsAreCountedOncePerDecision) {
   stats = store_->ApplyEvents({impression});
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->duplicates, 1);
-  absl::StatusOr<RocksDbStore::OfferEventCounter> counter =
-      store_->GetOfferEventCounter("u1", "o0001", EventKind::kImpression);
-  ASSERT_TRUE(counter.ok());
-  EXPECT_EQ(counter->count, 2);
-  EXPECT_EQ(counter->last_ms, 2'000'000);
+  absl::StatusOr<UserFatigueRecord> fatigue = store_->GetUserFatigue("u1");
+  ASSERT_TRUE(fatigue.ok());
+  EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o0001"), kNow + 2000, 3600), 2);
+  EXPECT_EQ(DayStateOf(*fatigue, kNow).offers_served_today, 2);
+}
+
+TEST_F(RocksDbStoreTest, ServedOffersCountAtDecisionTimeAndTheirImpressionDoesNotCountTwice) {
+  constexpr int64_t kNow = 1'790'000'000'000;
+  ASSERT_TRUE(store_
+                  ->DecideAndRecord("u1", "dec-1", kNow,
+                                    [](const UserFatigueRecord& f, std::vector<std::string>* out) {
+                                      EXPECT_TRUE(f.empty());
+                                      *out = {"o1", "o2"};
+                                      return absl::OkStatus();
+                                    })
+                  .ok());
+  // The client reports the impressions of that decision, and one shown elsewhere.
+  absl::StatusOr<RocksDbStore::ApplyStats> stats = store_->ApplyEvents(
+      {{"u1", "o1", EventKind::kImpression, kNow + 5, "dec-1", 0},
+       {"u1", "o2", EventKind::kImpression, kNow + 5, "dec-1", 0},
+       {"u1", "o1", EventKind::kImpression, kNow + 9, "", 0}});
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->duplicates, 2);
+  absl::StatusOr<UserFatigueRecord> fatigue = store_->GetUserFatigue("u1");
+  ASSERT_TRUE(fatigue.ok());
+  EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o1"), kNow + 10, 3600), 2);
+  EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o2"), kNow + 10, 3600), 1);
+  EXPECT_EQ(DayStateOf(*fatigue, kNow).offers_served_today, 3);
+}
+
+TEST_F(RocksDbStoreTest, ConcurrentDecisionsNeverExceedACap) {
+  constexpr int64_t kNow = 1'790'000'000'000;
+  constexpr int kCap = 5;
+  std::vector<std::thread> threads;
+  std::atomic<int> served{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const std::string decision = absl::StrCat("d", t, "-", i);
+        ASSERT_TRUE(store_
+                        ->DecideAndRecord("hot-user", decision, kNow,
+                                          [&](const UserFatigueRecord& f,
+                                              std::vector<std::string>* out) {
+                                            const OfferFatigueEntry* e = f.Find("o1");
+                                            const int shown =
+                                                e ? ImpressionsInWindow(*e, kNow, 86400) : 0;
+                                            if (shown < kCap) {
+                                              out->push_back("o1");
+                                              ++served;
+                                            }
+                                            return absl::OkStatus();
+                                          })
+                        .ok());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(served.load(), kCap);
+  EXPECT_EQ(ImpressionsInWindow(*store_->GetUserFatigue("hot-user")->Find("o1"), kNow, 86400),
+            kCap);
+}
+
+TEST_F(RocksDbStoreTest, RedeemUsesBudgetAndOverridesPersist) {
+  ASSERT_TRUE(store_->ApplyEvents({{"u1", "o7", EventKind::kRedeem, 5000, "", 0},
+                                   {"u2", "o7", EventKind::kRedeem, 6000, "", 0}})
+                  .ok());
+  EXPECT_EQ(store_->GetOfferRuntime("o7").redemptions, 2);
+  EXPECT_EQ(store_->GetUserFatigue("u1")->Find("o7")->last_redeem_ms, 5000);
+  ASSERT_TRUE(store_->SetOfferOverride("o7", true, 10).ok());
+  EXPECT_FALSE(store_->SetOfferOverride("o7", std::nullopt, -5).ok());
+  store_.reset();
+  store_ = OpenStore(tmp_.Join("db"));
+  const OfferRuntime runtime = store_->GetOfferRuntime("o7");
+  EXPECT_TRUE(runtime.paused);
+  EXPECT_EQ(runtime.budget_override, 10);
+  EXPECT_EQ(runtime.redemptions, 2);
+  ASSERT_TRUE(store_->SetOfferOverride("o7", false, -1).ok());
+  EXPECT_FALSE(store_->GetOfferRuntime("o7").budget_override.has_value());
+  EXPECT_FALSE(store_->GetOfferRuntime("o7").paused);
+}
+
+TEST_F(RocksDbStoreTest, ForgetUserErasesEverything) {
+  ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
+  ASSERT_TRUE(store_->ApplyEvents({{"u00003", "o1", EventKind::kImpression, 5, "dx", 0},
+                                   {"u00003", "", EventKind::kPurchase, 86'400'000LL * 20100, "", 9}})
+                  .ok());
+  ASSERT_TRUE(store_->ForgetUser("u00003").ok());
+  EXPECT_FALSE(store_->GetUser("u00003")->has_value());
+  EXPECT_FALSE(store_->GetPurchases("u00003")->has_value());
+  EXPECT_TRUE(store_->GetUserFatigue("u00003")->empty());
+  // The dedupe marker went too: the same decision's impression counts again.
+  EXPECT_EQ(store_->ApplyEvents({{"u00003", "o1", EventKind::kImpression, 5, "dx", 0}})->duplicates, 0);
+  EXPECT_TRUE(store_->GetUser("u00004")->has_value());  // others untouched
+}
+
+TEST(RocksDbStoreCompactionTest, ExpiredFatigueStateIsDroppedByCompaction) {
+  TempDir tmp;
+  std::atomic<int64_t> now{1'790'000'000'000};
+  RocksDbStore::Options options;
+  options.path = tmp.Join("db");
+  options.fatigue_retention_seconds = 3600;
+  options.now_ms = [&] { return now.load(); };
+  absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(options);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->ApplyEvents({{"u1", "o1", EventKind::kImpression, now, "d1", 0}}).ok());
+  ASSERT_TRUE((*store)->Flush().ok());
+  now += 3LL * 24 * 3600 * 1000;  // past the retention and the day
+  ASSERT_TRUE((*store)->CompactFatigueForTesting().ok());
+  EXPECT_TRUE((*store)->GetUserFatigue("u1")->empty());
+  // The dedupe marker expired too.
+  EXPECT_EQ((*store)->ApplyEvents({{"u1", "o1", EventKind::kImpression, now, "d1", 0}})->duplicates, 0);
 }
 
 TEST_F(RocksDbStoreTest, PurchasesMergeWithTheOfflineBaseAndSurviveReingest) {
@@ -154,7 +264,7 @@ TEST_F(RocksDbStoreTest, StatePersistsAcrossReopen) {
   store_ = OpenStore(tmp_.Join("db"));
   ASSERT_NE(store_, nullptr);
   EXPECT_TRUE((*store_->GetUser("u00002")).has_value());
-  EXPECT_EQ(store_->GetOfferEventCounter("u1", "o1", EventKind::kDismiss)->count, 1);
+  EXPECT_EQ(store_->GetUserFatigue("u1")->Find("o1")->last_dismiss_ms, 5);
   EXPECT_EQ(store_->feature_schema_id(), world_.schema_id);
 }
 

@@ -132,6 +132,10 @@ void TestWorld::WriteUsers(const std::string& path) const {
   WriteFile(path, out);
 }
 
+void WriteGreedyPolicyConfig(const std::string& path) {
+  WriteFile(path, R"({"holdout_fraction": 0, "overrides": {"epsilon": 0, "max_per_category": 0}})");
+}
+
 void RewriteChecksum(const std::string& bundle_dir, const std::string& file) {
   const std::string manifest_path = bundle_dir + "/MANIFEST.json";
   std::ifstream in(manifest_path);

@@ -37,6 +37,10 @@ struct TestWorld {
   void WriteUsers(const std::string& path) const;
 };
 
+// Writes a --policy_config that makes ranking deterministic: no holdout, no exploration, no
+// diversity limit (tests that compare against exact top-N).
+void WriteGreedyPolicyConfig(const std::string& path);
+
 // Recomputes the manifest's sha256/bytes for `file` after a test modified it on purpose.
 void RewriteChecksum(const std::string& bundle_dir, const std::string& file);
 

@@ -1,0 +1,139 @@
+#include "core/model.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "core/vector_math.h"
+
+namespace offerd {
+
+int ModelSections::width(ModelSection section) const {
+  switch (section) {
+    case ModelSection::kUser:
+      return has_user ? user.width() : -1;
+    case ModelSection::kPurchases:
+      return has_purchases ? purchases.width() : -1;
+    case ModelSection::kContext:
+      return has_context ? context.width() : -1;
+    case ModelSection::kOffer:
+      return has_offer ? offer.width() : -1;
+  }
+  return -1;
+}
+
+absl::Span<const float> EncodedSections::get(ModelSection section) const {
+  switch (section) {
+    case ModelSection::kUser:
+      return user;
+    case ModelSection::kPurchases:
+      return purchases;
+    case ModelSection::kContext:
+      return context;
+    case ModelSection::kOffer:
+      return offer;
+  }
+  return {};
+}
+
+absl::Status ValidateHead(const char* name, const MlpHead& head, const ModelSections& sections) {
+  if (absl::Status s = head.mlp.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("head ", name, ": ", s.message()));
+  }
+  int width = 0;
+  for (ModelSection section : head.inputs) {
+    const int w = sections.width(section);
+    if (w < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("head ", name, ": reads a section the model does not define"));
+    }
+    width += w;
+  }
+  if (width != head.mlp.input_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat("head ", name, ": its inputs encode to ", width,
+                                                   " columns, the first layer takes ",
+                                                   head.mlp.input_dim()));
+  }
+  return absl::OkStatus();
+}
+
+void AssembleHeadInput(const MlpHead& head, const EncodedSections& sections,
+                       absl::Span<float> out) {
+  size_t at = 0;
+  for (ModelSection section : head.inputs) {
+    absl::Span<const float> part = sections.get(section);
+    std::copy(part.begin(), part.end(), out.begin() + at);
+    at += part.size();
+  }
+}
+
+bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& sections,
+                          std::vector<float>* input, std::vector<float>* scratch,
+                          std::vector<float>* embedding) {
+  const Mlp& mlp = model.embedding.mlp;
+  input->resize(static_cast<size_t>(mlp.input_dim()));
+  scratch->resize(static_cast<size_t>(mlp.scratch_size()));
+  embedding->resize(static_cast<size_t>(mlp.output_dim()));
+  AssembleHeadInput(model.embedding, sections, absl::MakeSpan(*input));
+  mlp.Forward(*input, absl::MakeSpan(*embedding), absl::MakeSpan(*scratch));
+  return L2NormalizeInPlace(absl::MakeSpan(*embedding));
+}
+
+void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sections) {
+  model_ = &model;
+  sections_ = sections;
+  const size_t max_input =
+      static_cast<size_t>(std::max(model.p0.mlp.input_dim(), model.p1.mlp.input_dim()));
+  input_.resize(max_input);
+  output_.resize(1);
+  scratch_.resize(static_cast<size_t>(
+      std::max(model.p0.mlp.scratch_size(), model.p1.mlp.scratch_size())));
+
+  // p0, once.
+  AssembleHeadInput(model.p0, sections_,
+                    absl::MakeSpan(input_.data(), static_cast<size_t>(model.p0.mlp.input_dim())));
+  model.p0.mlp.Forward(absl::MakeConstSpan(input_.data(), model.p0.mlp.input_dim()),
+                       absl::MakeSpan(output_), absl::MakeSpan(scratch_));
+  p0_ = output_[0];
+
+  // p1's per-request prefix, when the offer section comes last.
+  const std::vector<ModelSection>& in = model.p1.inputs;
+  split_ = !in.empty() && in.back() == ModelSection::kOffer &&
+           std::count(in.begin(), in.end(), ModelSection::kOffer) == 1;
+  if (split_) {
+    prefix_width_ = model.p1.mlp.input_dim() - model.sections.offer.width();
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < in.size(); ++i) {
+      absl::Span<const float> part = sections_.get(in[i]);
+      std::copy(part.begin(), part.end(), input_.begin() + at);
+      at += part.size();
+    }
+    partial_.resize(static_cast<size_t>(model.p1.mlp.first_layer_width()));
+    model.p1.mlp.FirstLayerPartial(absl::MakeConstSpan(input_.data(), prefix_width_),
+                                   absl::MakeSpan(partial_));
+  }
+}
+
+double UpliftEvaluator::P1(int32_t offer_index) {
+  const int offer_width = model_->sections.offer.width();
+  return P1ForEncodedOffer(absl::MakeConstSpan(
+      model_->offer_features.data() + static_cast<size_t>(offer_index) * offer_width,
+      static_cast<size_t>(offer_width)));
+}
+
+double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer) {
+  const UpliftModel& model = *model_;
+  if (split_) {
+    model.p1.mlp.ForwardFromPartial(partial_, prefix_width_, offer, absl::MakeSpan(output_),
+                                    absl::MakeSpan(scratch_));
+  } else {
+    EncodedSections with_offer = sections_;
+    with_offer.offer = offer;
+    AssembleHeadInput(model.p1, with_offer,
+                      absl::MakeSpan(input_.data(), static_cast<size_t>(model.p1.mlp.input_dim())));
+    model.p1.mlp.Forward(absl::MakeConstSpan(input_.data(), model.p1.mlp.input_dim()),
+                         absl::MakeSpan(output_), absl::MakeSpan(scratch_));
+  }
+  return output_[0];
+}
+
+}  // namespace offerd

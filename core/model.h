@@ -1,0 +1,101 @@
+#ifndef OFFERD_CORE_MODEL_H_
+#define OFFERD_CORE_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "core/context_features.h"
+#include "core/expected_value.h"
+#include "core/feature_encoder.h"
+#include "core/mlp.h"
+#include "core/purchase_features.h"
+
+namespace offerd {
+
+// The models a bundle ships (docs/models-format.md), as plain data ready to evaluate: input
+// sections with their encoders, and MLP heads that concatenate sections in a listed order.
+// Built once per bundle by store/model_loader; immutable afterwards.
+
+enum class ModelSection { kUser, kPurchases, kContext, kOffer };
+
+struct MlpHead {
+  std::vector<ModelSection> inputs;  // concatenation order
+  Mlp mlp;
+};
+
+struct ModelSections {
+  bool has_user = false, has_purchases = false, has_context = false, has_offer = false;
+  SectionEncoder user;                // encodes the stored UserRecord
+  PurchaseSectionEncoder purchases;   // derived from PurchaseSummary + now_day
+  ContextSectionEncoder context;      // from the request Context
+  SectionEncoder offer;               // from the catalog row, encoded once per bundle
+
+  int width(ModelSection section) const;
+};
+
+// One request's encoded sections (spans into caller-owned buffers; empty when absent).
+struct EncodedSections {
+  absl::Span<const float> user, purchases, context, offer;
+  absl::Span<const float> get(ModelSection section) const;
+};
+
+// The uplift model: p0 = P(convert | not shown) reads no offer section; p1 = P(convert |
+// shown) per candidate. `offer_features` holds the encoded offer section of every catalog row
+// ([num_offers, sections.offer.width()] row-major).
+struct UpliftModel {
+  ModelSections sections;
+  MlpHead p0;
+  MlpHead p1;
+  SegmentThresholds segment_thresholds;
+  std::vector<float> offer_features;
+};
+
+// The two-tower user tower: the query embedding, L2-normalised by the caller.
+struct UserTowerModel {
+  ModelSections sections;
+  MlpHead embedding;
+};
+
+// Checks that every head's inputs exist in `sections` and that their summed width equals the
+// head's input_dim. InvalidArgument naming the head otherwise.
+absl::Status ValidateHead(const char* name, const MlpHead& head, const ModelSections& sections);
+
+// Concatenates the head's input sections into `out` (head.mlp.input_dim() floats).
+void AssembleHeadInput(const MlpHead& head, const EncodedSections& sections, absl::Span<float> out);
+
+// Evaluates the user tower on `sections` and L2-normalises the result into `embedding`
+// (resized to the head's output_dim). `input` and `scratch` are caller-owned buffers, resized
+// as needed. Returns false when the output cannot be normalised (zero or not finite).
+bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& sections,
+                          std::vector<float>* input, std::vector<float>* scratch,
+                          std::vector<float>* embedding);
+
+// Per-request evaluation of an UpliftModel: p0 once, then p1 per candidate. When the p1 head's
+// last input is the offer section, the first layer over the other sections is computed once
+// (Mlp::FirstLayerPartial) and each candidate costs only the rest. Reuse one instance per
+// thread: buffers grow once and are reused, so steady-state calls do not allocate.
+class UpliftEvaluator {
+ public:
+  // Starts a request. `sections.offer` is ignored (set per candidate).
+  void Begin(const UpliftModel& model, const EncodedSections& sections);
+  double p0() const { return p0_; }
+  // P(convert | shown offer `offer_index`), using the model's precomputed offer features.
+  double P1(int32_t offer_index);
+  // Same for an offer section encoded by the caller (golden cases).
+  double P1ForEncodedOffer(absl::Span<const float> encoded_offer);
+
+ private:
+  const UpliftModel* model_ = nullptr;
+  EncodedSections sections_;
+  bool split_ = false;
+  int prefix_width_ = 0;
+  double p0_ = 0;
+  std::vector<float> input_, output_, scratch_;
+  std::vector<double> partial_;
+};
+
+}  // namespace offerd
+
+#endif  // OFFERD_CORE_MODEL_H_

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make test-sanitize`: the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer and
+# the concurrency tests under ThreadSanitizer. Any report fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
+
+echo "== ASan + UBSan: unit and integration tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFERD_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j"$JOBS" --target core_test store_test server_test
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+for t in core_test store_test server_test; do
+  build-asan/bin/$t --gtest_brief=1 2>&1 | grep -v '^{"ts"' || { echo "sanitize: $t failed under ASan/UBSan"; exit 1; }
+done
+
+echo "== TSan: concurrency tests"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFERD_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j"$JOBS" --target server_test
+export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp halt_on_error=1 second_deadlock_stack=1"
+build-tsan/bin/server_test --gtest_brief=1 \
+  --gtest_filter='SnapshotManagerTest.*:SwapUnderLoadTest.*:ServerTest.*' 2>&1 | grep -v '^{"ts"' \
+  || { echo "sanitize: server_test failed under TSan"; exit 1; }
+echo "sanitize: no reports"

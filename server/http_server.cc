@@ -1,0 +1,239 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "server/log.h"
+#include "server/metrics.h"
+
+namespace offerd {
+namespace {
+
+void InitCivetwebOnce() {
+  // mg_init_library is not thread-safe and must run before the first mg_start;
+  // without it civetweb initialises itself lazily on every mg_start ("legacy
+  // init") and leaks.
+  static const bool initialized = [] {
+    mg_init_library(0);  // no TLS
+    return true;
+  }();
+  (void)initialized;
+}
+
+int LogCivetwebMessage(const mg_connection* /*connection*/, const char* message) {
+  log::Warning("http_server_message", {{"message", message}});
+  return 1;  // handled: civetweb writes nothing itself
+}
+
+void Respond(mg_connection* connection, int code, absl::string_view reason,
+             absl::string_view content_type, absl::string_view body,
+             absl::string_view extra_headers = "") {
+  std::string response =
+      absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ", content_type,
+                   "\r\nContent-Length: ", body.size(),
+                   "\r\nCache-Control: no-store\r\nConnection: close\r\n", extra_headers, "\r\n");
+  response.append(body.data(), body.size());
+  mg_write(connection, response.data(), response.size());
+}
+
+constexpr absl::string_view kPlainText = "text/plain; charset=utf-8";
+
+// Where to connect to reach a listener on `listen_address` (already validated).
+std::string WakeHost(absl::string_view listen_address) {
+  absl::string_view host = listen_address.substr(0, listen_address.rfind(':'));
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "::") return "::1";
+  return std::string(host);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CivetwebListeningPorts(const std::string& listen_address) {
+  const auto error = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics listen address '", listen_address, "': ", why));
+  };
+  const size_t colon = listen_address.rfind(':');
+  if (colon == std::string::npos) return error("expected host:port");
+  const absl::string_view host = absl::string_view(listen_address).substr(0, colon);
+  const absl::string_view port_text = absl::string_view(listen_address).substr(colon + 1);
+  int port = 0;
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(port_text, &port) || port > 65535) {
+    return error("the port must be a number in 0..65535");
+  }
+  if (host.empty()) return std::string(port_text);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    in6_addr address6;
+    const std::string literal(host.substr(1, host.size() - 2));
+    if (inet_pton(AF_INET6, literal.c_str(), &address6) != 1) {
+      return error("the host is not an IPv6 literal");
+    }
+    return listen_address;
+  }
+  in_addr address4;
+  if (inet_pton(AF_INET, std::string(host).c_str(), &address4) != 1) {
+    return error("the host must be an IPv4 literal, a bracketed IPv6 literal, or empty");
+  }
+  return listen_address;
+}
+
+HttpServer::HttpServer(const Options& options, const MetricsRegistry* registry)
+    : options_(options), registry_(registry) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& options,
+                                                              const MetricsRegistry* registry) {
+  absl::StatusOr<std::string> ports = CivetwebListeningPorts(options.listen_address);
+  if (!ports.ok()) return ports.status();
+  if (registry == nullptr) return absl::InvalidArgumentError("HttpServer needs a registry");
+  if (options.num_threads < 1 || options.request_timeout_ms < 1) {
+    return absl::InvalidArgumentError("HttpServer: num_threads and request_timeout_ms must be > 0");
+  }
+  InitCivetwebOnce();
+
+  std::unique_ptr<HttpServer> server(new HttpServer(options, registry));
+  const std::string num_threads = std::to_string(options.num_threads);
+  const std::string timeout_ms = std::to_string(options.request_timeout_ms);
+  const char* civetweb_options[] = {"listening_ports",
+                                    ports->c_str(),
+                                    "num_threads",
+                                    num_threads.c_str(),
+                                    "request_timeout_ms",
+                                    timeout_ms.c_str(),
+                                    "enable_keep_alive",
+                                    "no",
+                                    nullptr};
+  mg_callbacks callbacks = {};
+  callbacks.begin_request = &HttpServer::HandleRequest;
+  callbacks.log_message = &LogCivetwebMessage;
+  mg_init_data init = {};
+  init.callbacks = &callbacks;
+  init.user_data = server.get();
+  init.configuration_options = civetweb_options;
+  char error_text[256] = "";
+  unsigned error_code = 0;
+  mg_error_data error = {};
+  error.code = &error_code;
+  error.text = error_text;
+  error.text_buffer_size = sizeof(error_text);
+
+  mg_context* context = mg_start2(&init, &error);
+  if (context == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", options.listen_address, ": ",
+                     error_text[0] != '\0' ? error_text : "civetweb failed to start"));
+  }
+  mg_server_port bound[4] = {};
+  const int num_ports = mg_get_server_ports(context, 4, bound);
+  if (num_ports < 1 || bound[0].port <= 0) {
+    mg_stop(context);
+    return absl::InternalError(
+        absl::StrCat("cannot read the bound port of ", options.listen_address));
+  }
+  server->port_ = bound[0].port;
+  server->wake_host_ = WakeHost(options.listen_address);
+  absl::MutexLock lock(&server->mu_);
+  server->context_ = context;
+  return server;
+}
+
+void HttpServer::Stop() {
+  mg_context* context;
+  {
+    absl::MutexLock lock(&mu_);
+    context = std::exchange(context_, nullptr);
+  }
+  if (context == nullptr) return;
+  // civetweb's listener thread polls its sockets with a 2 s timeout and only then sees the
+  // stop flag, so mg_stop alone takes up to 2 s (every test and every shutdown would pay it).
+  // Connecting to the listener wakes the poll at once; keep poking until mg_stop returns.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([context, &stopped] {
+    mg_stop(context);
+    stopped = true;
+  });
+  while (!stopped) {
+    WakeListener();
+    for (int i = 0; i < 20 && !stopped; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  stopper.join();
+}
+
+void HttpServer::WakeListener() const {
+  sockaddr_storage address = {};
+  socklen_t length = 0;
+  if (wake_host_.find(':') != std::string::npos) {
+    auto* address6 = reinterpret_cast<sockaddr_in6*>(&address);
+    address6->sin6_family = AF_INET6;
+    address6->sin6_port = htons(static_cast<uint16_t>(port_));
+    if (inet_pton(AF_INET6, wake_host_.c_str(), &address6->sin6_addr) != 1) return;
+    length = sizeof(sockaddr_in6);
+  } else {
+    auto* address4 = reinterpret_cast<sockaddr_in*>(&address);
+    address4->sin_family = AF_INET;
+    address4->sin_port = htons(static_cast<uint16_t>(port_));
+    if (inet_pton(AF_INET, wake_host_.c_str(), &address4->sin_addr) != 1) return;
+    length = sizeof(sockaddr_in);
+  }
+  const int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return;
+  // Non-blocking: a loopback connect completes or fails at once; either way, close.
+  (void)connect(fd, reinterpret_cast<const sockaddr*>(&address), length);
+  close(fd);
+}
+
+int HttpServer::HandleRequest(mg_connection* connection) {
+  const mg_request_info* request = mg_get_request_info(connection);
+  if (request == nullptr || request->user_data == nullptr) return 0;
+  return static_cast<const HttpServer*>(request->user_data)->Serve(connection);
+}
+
+int HttpServer::Serve(mg_connection* connection) const {
+  const mg_request_info* request = mg_get_request_info(connection);
+  const absl::string_view method = request->request_method ? request->request_method : "";
+  const absl::string_view path = request->local_uri ? request->local_uri : "";
+  const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  if (!known) {
+    Respond(connection, 404, "Not Found", kPlainText, "not found\n");
+    return 404;
+  }
+  if (method != "GET") {
+    Respond(connection, 405, "Method Not Allowed", kPlainText, "method not allowed\n",
+            "Allow: GET\r\n");
+    return 405;
+  }
+  if (path == "/metrics") {
+    Respond(connection, 200, "OK", kTextExpositionContentType, registry_->TextExposition());
+    return 200;
+  }
+  if (path == "/readyz" && options_.readiness) {
+    const absl::Status ready = options_.readiness();
+    if (!ready.ok()) {
+      Respond(connection, 503, "Service Unavailable", kPlainText,
+              absl::StrCat("not ready: ", ready.message(), "\n"));
+      return 503;
+    }
+  }
+  Respond(connection, 200, "OK", kPlainText, "ok\n");
+  return 200;
+}
+
+}  // namespace offerd

@@ -17,6 +17,8 @@ int ModelSections::width(ModelSection section) const {
       return has_context ? context.width() : -1;
     case ModelSection::kOffer:
       return has_offer ? offer.width() : -1;
+    case ModelSection::kRetrieval:
+      return has_retrieval ? retrieval.width() : -1;
   }
   return -1;
 }
@@ -31,6 +33,8 @@ absl::Span<const float> EncodedSections::get(ModelSection section) const {
       return context;
     case ModelSection::kOffer:
       return offer;
+    case ModelSection::kRetrieval:
+      return retrieval;
   }
   return {};
 }
@@ -95,14 +99,25 @@ void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sec
                        absl::MakeSpan(output_), absl::MakeSpan(scratch_));
   p0_ = output_[0];
 
-  // p1's per-request prefix, when the offer section comes last.
+  // p1's per-request prefix: everything before the per-candidate sections (offer, then
+  // retrieval), when those come last.
   const std::vector<ModelSection>& in = model.p1.inputs;
-  split_ = !in.empty() && in.back() == ModelSection::kOffer &&
-           std::count(in.begin(), in.end(), ModelSection::kOffer) == 1;
+  size_t suffix_begin = in.size();
+  while (suffix_begin > 0 && (in[suffix_begin - 1] == ModelSection::kOffer ||
+                              in[suffix_begin - 1] == ModelSection::kRetrieval)) {
+    --suffix_begin;
+  }
+  split_ = true;
+  for (size_t i = 0; i < suffix_begin; ++i) {
+    split_ &= in[i] != ModelSection::kOffer && in[i] != ModelSection::kRetrieval;
+  }
+  suffix_width_ = 0;
+  for (size_t i = suffix_begin; i < in.size(); ++i) suffix_width_ += model.sections.width(in[i]);
+  suffix_begin_ = suffix_begin;
   if (split_) {
-    prefix_width_ = model.p1.mlp.input_dim() - model.sections.offer.width();
+    prefix_width_ = model.p1.mlp.input_dim() - suffix_width_;
     size_t at = 0;
-    for (size_t i = 0; i + 1 < in.size(); ++i) {
+    for (size_t i = 0; i < suffix_begin; ++i) {
       absl::Span<const float> part = sections_.get(in[i]);
       std::copy(part.begin(), part.end(), input_.begin() + at);
       at += part.size();
@@ -111,23 +126,42 @@ void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sec
     model.p1.mlp.FirstLayerPartial(absl::MakeConstSpan(input_.data(), prefix_width_),
                                    absl::MakeSpan(partial_));
   }
+  retrieval_value_.resize(static_cast<size_t>(
+      model.sections.has_retrieval ? model.sections.retrieval.width() : 0));
 }
 
-double UpliftEvaluator::P1(int32_t offer_index) {
+double UpliftEvaluator::P1(int32_t offer_index, double retrieval_score) {
   const int offer_width = model_->sections.offer.width();
-  return P1ForEncodedOffer(absl::MakeConstSpan(
-      model_->offer_features.data() + static_cast<size_t>(offer_index) * offer_width,
-      static_cast<size_t>(offer_width)));
+  return P1ForEncodedOffer(
+      absl::MakeConstSpan(
+          model_->offer_features.data() + static_cast<size_t>(offer_index) * offer_width,
+          static_cast<size_t>(offer_width)),
+      retrieval_score);
 }
 
-double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer) {
+double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer, double retrieval_score) {
   const UpliftModel& model = *model_;
+  absl::Span<const float> retrieval;
+  if (model.sections.has_retrieval) {
+    const RawFeatureValue raw = RawFeatureValue::Numeric(retrieval_score);
+    model.sections.retrieval.Encode(absl::MakeConstSpan(&raw, 1), absl::MakeSpan(retrieval_value_));
+    retrieval = retrieval_value_;
+  }
+  const std::vector<ModelSection>& in = model.p1.inputs;
   if (split_) {
-    model.p1.mlp.ForwardFromPartial(partial_, prefix_width_, offer, absl::MakeSpan(output_),
+    suffix_.resize(static_cast<size_t>(suffix_width_));
+    size_t at = 0;
+    for (size_t i = suffix_begin_; i < in.size(); ++i) {
+      absl::Span<const float> part = in[i] == ModelSection::kOffer ? offer : retrieval;
+      std::copy(part.begin(), part.end(), suffix_.begin() + at);
+      at += part.size();
+    }
+    model.p1.mlp.ForwardFromPartial(partial_, prefix_width_, suffix_, absl::MakeSpan(output_),
                                     absl::MakeSpan(scratch_));
   } else {
     EncodedSections with_offer = sections_;
     with_offer.offer = offer;
+    with_offer.retrieval = retrieval;
     AssembleHeadInput(model.p1, with_offer,
                       absl::MakeSpan(input_.data(), static_cast<size_t>(model.p1.mlp.input_dim())));
     model.p1.mlp.Forward(absl::MakeConstSpan(input_.data(), model.p1.mlp.input_dim()),

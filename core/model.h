@@ -18,7 +18,9 @@ namespace offerd {
 // sections with their encoders, and MLP heads that concatenate sections in a listed order.
 // Built once per bundle by store/model_loader; immutable afterwards.
 
-enum class ModelSection { kUser, kPurchases, kContext, kOffer };
+// kRetrieval: one numeric feature `retrieval_score`, the candidate's inner product with the
+// query embedding; only in p1, after the offer section.
+enum class ModelSection { kUser, kPurchases, kContext, kOffer, kRetrieval };
 
 struct MlpHead {
   std::vector<ModelSection> inputs;  // concatenation order
@@ -26,18 +28,20 @@ struct MlpHead {
 };
 
 struct ModelSections {
-  bool has_user = false, has_purchases = false, has_context = false, has_offer = false;
+  bool has_user = false, has_purchases = false, has_context = false, has_offer = false,
+       has_retrieval = false;
   SectionEncoder user;                // encodes the stored UserRecord
   PurchaseSectionEncoder purchases;   // derived from PurchaseSummary + now_day
   ContextSectionEncoder context;      // from the request Context
   SectionEncoder offer;               // from the catalog row, encoded once per bundle
+  SectionEncoder retrieval;           // the candidate's retrieval score (one numeric feature)
 
   int width(ModelSection section) const;
 };
 
 // One request's encoded sections (spans into caller-owned buffers; empty when absent).
 struct EncodedSections {
-  absl::Span<const float> user, purchases, context, offer;
+  absl::Span<const float> user, purchases, context, offer, retrieval;
   absl::Span<const float> get(ModelSection section) const;
 };
 
@@ -81,18 +85,22 @@ class UpliftEvaluator {
   // Starts a request. `sections.offer` is ignored (set per candidate).
   void Begin(const UpliftModel& model, const EncodedSections& sections);
   double p0() const { return p0_; }
-  // P(convert | shown offer `offer_index`), using the model's precomputed offer features.
-  double P1(int32_t offer_index);
+  // P(convert | shown offer `offer_index`), using the model's precomputed offer features;
+  // `retrieval_score` feeds the retrieval section when the model has one.
+  double P1(int32_t offer_index, double retrieval_score);
   // Same for an offer section encoded by the caller (golden cases).
-  double P1ForEncodedOffer(absl::Span<const float> encoded_offer);
+  double P1ForEncodedOffer(absl::Span<const float> encoded_offer, double retrieval_score);
 
  private:
   const UpliftModel* model_ = nullptr;
   EncodedSections sections_;
   bool split_ = false;
   int prefix_width_ = 0;
+  int suffix_width_ = 0;
+  size_t suffix_begin_ = 0;
+  std::vector<float> retrieval_value_;
   double p0_ = 0;
-  std::vector<float> input_, output_, scratch_;
+  std::vector<float> input_, output_, scratch_, suffix_;
   std::vector<double> partial_;
 };
 

@@ -245,7 +245,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
           CandidateScore score;
           double p1 = 0;
           if (models.uplift) {
-            p1 = scratch.uplift.P1(c.offer_index);
+            p1 = scratch.uplift.P1(c.offer_index, c.retrieval_score);
             score = ScoreCandidate({scratch.uplift.p0(), p1, clv, offer.margin, offer.cost,
                                     state.impressions_in_window},
                                    params);

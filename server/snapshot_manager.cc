@@ -3,6 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <shared_mutex>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -63,11 +66,12 @@ class SnapshotManager::RetireQueue {
   explicit RetireQueue(SnapshotManager* manager) : manager_(manager) {}
 
   void Push(std::shared_ptr<const Bundle> bundle) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (manager_ == nullptr) return;  // shutting down: destroyed here
     auto holder = std::make_shared<std::shared_ptr<const Bundle>>(std::move(bundle));
     SnapshotManager* manager = manager_;
-    absl::MutexLock jobs_lock(&manager->jobs_mu_);
+    std::lock_guard<std::mutex> jobs_lock(manager->jobs_mu_);
+    manager->jobs_cv_.notify_one();
     manager->jobs_.push_back([manager, holder] {
       const std::string version = (*holder)->version();
       holder->reset();
@@ -77,12 +81,12 @@ class SnapshotManager::RetireQueue {
   }
 
   void Close() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     manager_ = nullptr;
   }
 
  private:
-  absl::Mutex mu_;
+  std::mutex mu_;
   SnapshotManager* manager_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -103,15 +107,16 @@ absl::StatusOr<std::unique_ptr<SnapshotManager>> SnapshotManager::Create(Options
 
 SnapshotManager::~SnapshotManager() {
   {
-    absl::MutexLock lock(&jobs_mu_);
+    std::lock_guard<std::mutex> lock(jobs_mu_);
     stopping_ = true;
   }
+  jobs_cv_.notify_one();
   if (loader_.joinable()) loader_.join();
   retire_queue_->Close();
 }
 
 std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id) const {
-  absl::ReaderMutexLock lock(&serving_mu_);
+  std::shared_lock<std::shared_mutex> lock(serving_mu_);
   if (serving_.canary != nullptr &&
       AssignmentHash(options_.canary_salt, user_id) < serving_.canary_fraction) {
     return serving_.canary;
@@ -120,7 +125,7 @@ std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id) co
 }
 
 std::shared_ptr<const Bundle> SnapshotManager::Pin() const {
-  absl::ReaderMutexLock lock(&serving_mu_);
+  std::shared_lock<std::shared_mutex> lock(serving_mu_);
   return serving_.current;
 }
 
@@ -128,50 +133,44 @@ void SnapshotManager::RunOnLoader(std::function<void()> job) {
   std::promise<void> done;
   std::future<void> finished = done.get_future();
   {
-    absl::MutexLock lock(&jobs_mu_);
+    std::lock_guard<std::mutex> lock(jobs_mu_);
     jobs_.push_back([&job, &done] {
       job();
       done.set_value();
     });
   }
+  jobs_cv_.notify_one();
   finished.wait();
 }
 
 void SnapshotManager::LoaderLoop() {
-  absl::Time next_poll = absl::Now() + options_.poll_interval;
+  const bool polling = options_.poll_interval > absl::ZeroDuration();
+  const auto poll_period = absl::ToChronoMilliseconds(options_.poll_interval);
+  auto next_poll = std::chrono::steady_clock::now() + poll_period;
+  std::unique_lock<std::mutex> lock(jobs_mu_);
   while (true) {
-    std::function<void()> job;
-    {
-      absl::MutexLock lock(&jobs_mu_);
-      const auto ready = [this] { return stopping_ || !jobs_.empty(); };
-      if (options_.poll_interval > absl::ZeroDuration()) {
-        jobs_mu_.AwaitWithDeadline(absl::Condition(&ready), next_poll);
-      } else {
-        jobs_mu_.Await(absl::Condition(&ready));
-      }
-      if (stopping_) {
-        // Run what is queued (retirements, waiting callers) before leaving.
-        while (!jobs_.empty()) {
-          job = std::move(jobs_.front());
-          jobs_.pop_front();
-          jobs_mu_.Unlock();
-          job();
-          jobs_mu_.Lock();
-        }
-        return;
-      }
-      if (!jobs_.empty()) {
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
+    const auto ready = [this] { return stopping_ || !jobs_.empty(); };
+    if (polling) {
+      jobs_cv_.wait_until(lock, next_poll, ready);
+    } else {
+      jobs_cv_.wait(lock, ready);
     }
-    if (job) {
+    if (!jobs_.empty()) {
+      // Jobs (loads, retirements, callers waiting) run even while stopping.
+      std::function<void()> job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
       job();
+      job = nullptr;  // drop what the job captured (e.g. a retired bundle) on this thread
+      lock.lock();
       continue;
     }
-    if (options_.poll_interval > absl::ZeroDuration() && absl::Now() >= next_poll) {
+    if (stopping_) return;
+    if (polling && std::chrono::steady_clock::now() >= next_poll) {
+      lock.unlock();
       Poll();
-      next_poll = absl::Now() + options_.poll_interval;
+      lock.lock();
+      next_poll = std::chrono::steady_clock::now() + poll_period;
     }
   }
 }
@@ -209,7 +208,7 @@ absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
   if (!bundle.ok()) {
     log::Error("bundle_rejected",
                {{"version", version}, {"error", std::string(bundle.status().message())}});
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.rejected[version] =
         Rejection{std::string(bundle.status().message()), clock_->NowMs(), fingerprint};
     ++status_.loads_failed;
@@ -230,7 +229,7 @@ absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
   info->warmup_ms = MsSince(warm_start);
   info->loaded_at_ms = clock_->NowMs();
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.rejected.erase(version);
     ++status_.loads_ok;
   }
@@ -241,11 +240,11 @@ void SnapshotManager::PublishCurrent(std::shared_ptr<const Bundle> bundle,
                                      const BundleInfo& info) {
   std::shared_ptr<const Bundle> old;
   {
-    absl::MutexLock lock(&serving_mu_);
+    std::unique_lock<std::shared_mutex> lock(serving_mu_);
     old = std::exchange(serving_.current, std::move(bundle));
   }
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     if (status_.current && status_.current->version != info.version) {
       status_.previous = status_.current;
     }
@@ -262,7 +261,7 @@ void SnapshotManager::PublishCurrent(std::shared_ptr<const Bundle> bundle,
 absl::Status SnapshotManager::LoadStartupBundle() {
   const std::string pinned = ReadPin();
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.pinned_version = pinned;
   }
   std::string errors;
@@ -298,7 +297,7 @@ absl::Status SnapshotManager::LoadStartupBundle() {
 
 void SnapshotManager::Poll() {
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.pinned_version = ReadPin();
     if (!status_.pinned_version.empty() || status_.canary) return;
   }
@@ -309,13 +308,13 @@ void SnapshotManager::Poll() {
   }
   std::string current;
   {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     if (status_.current) current = status_.current->version;
   }
   for (const std::string& version : *versions) {
     if (version == current) return;  // nothing newer is valid
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       auto it = status_.rejected.find(version);
       if (it != status_.rejected.end() &&
           it->second.fingerprint ==
@@ -345,7 +344,7 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::LoadVersion(const s
   absl::StatusOr<BundleInfo> result;
   RunOnLoader([&] {
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       if (canary_fraction > 0 && status_.canary) {
         result = absl::FailedPreconditionError(absl::StrCat(
             "a canary of ", status_.canary->version, " is running: Promote or Rollback it first"));
@@ -360,11 +359,11 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::LoadVersion(const s
     }
     if (canary_fraction > 0) {
       {
-        absl::MutexLock lock(&serving_mu_);
+        std::unique_lock<std::shared_mutex> lock(serving_mu_);
         serving_.canary = std::move(*bundle);
         serving_.canary_fraction = canary_fraction;
       }
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       status_.canary = info;
       status_.canary_fraction = canary_fraction;
       log::Info("canary_started", {{"version", version}, {"fraction", canary_fraction}});
@@ -385,7 +384,7 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Promote() {
   RunOnLoader([&] {
     std::optional<BundleInfo> info;
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       info = status_.canary;
     }
     if (!info) {
@@ -394,12 +393,12 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Promote() {
     }
     std::shared_ptr<const Bundle> candidate;
     {
-      absl::MutexLock lock(&serving_mu_);
+      std::unique_lock<std::shared_mutex> lock(serving_mu_);
       candidate = std::move(serving_.canary);
       serving_.canary_fraction = 0;
     }
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       status_.canary.reset();
       status_.canary_fraction = 0;
     }
@@ -419,7 +418,7 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Rollback() {
   RunOnLoader([&] {
     std::optional<BundleInfo> canary, previous, current;
     {
-      absl::MutexLock lock(&status_mu_);
+      std::lock_guard<std::mutex> lock(status_mu_);
       canary = status_.canary;
       previous = status_.previous;
       current = status_.current;
@@ -427,12 +426,12 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Rollback() {
     if (canary) {
       std::shared_ptr<const Bundle> dropped;
       {
-        absl::MutexLock lock(&serving_mu_);
+        std::unique_lock<std::shared_mutex> lock(serving_mu_);
         dropped = std::move(serving_.canary);
         serving_.canary_fraction = 0;
       }
       {
-        absl::MutexLock lock(&status_mu_);
+        std::lock_guard<std::mutex> lock(status_mu_);
         status_.canary.reset();
         status_.canary_fraction = 0;
       }
@@ -471,7 +470,7 @@ absl::Status SnapshotManager::Unpin() {
       result = absl::InternalError(absl::StrCat(path, ": cannot remove: ", ec.message()));
       return;
     }
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.pinned_version.clear();
     log::Info("unpinned");
   });
@@ -482,7 +481,7 @@ absl::Status SnapshotManager::WritePin(const std::string& version) {
   absl::Status s = WriteFileAtomically(absl::StrCat(options_.snapshot_root, "/", kPinFile),
                                        absl::StrCat(version, "\n"));
   if (s.ok()) {
-    absl::MutexLock lock(&status_mu_);
+    std::lock_guard<std::mutex> lock(status_mu_);
     status_.pinned_version = version;
   }
   return s;
@@ -501,7 +500,7 @@ std::string SnapshotManager::ReadPin() const {
 }
 
 SnapshotManager::StatusSnapshot SnapshotManager::Status() const {
-  absl::MutexLock lock(&status_mu_);
+  std::lock_guard<std::mutex> lock(status_mu_);
   return status_;
 }
 

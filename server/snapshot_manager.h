@@ -2,9 +2,12 @@
 #define OFFERD_SERVER_SNAPSHOT_MANAGER_H_
 
 #include <cstdint>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <shared_mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -95,9 +98,9 @@ class SnapshotManager {
 
   // The bundle that serves `user_id` (the canary candidate for users in the canary fraction);
   // nullptr only if nothing was ever loaded.
-  std::shared_ptr<const Bundle> Pin(absl::string_view user_id) const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  std::shared_ptr<const Bundle> Pin(absl::string_view user_id) const;
   // The fully published bundle.
-  std::shared_ptr<const Bundle> Pin() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  std::shared_ptr<const Bundle> Pin() const;
 
   // Loads `version` on the loader thread, validates, warms up and publishes it, and pins it.
   // With 0 < canary_fraction < 1 it becomes a canary candidate instead. Blocks until done.
@@ -143,13 +146,16 @@ class SnapshotManager {
   const Clock* const clock_;
   std::shared_ptr<RetireQueue> retire_queue_;
 
-  mutable absl::Mutex serving_mu_;
+  // Standard-library locks here (not absl::Mutex): Debian's Abseil is not built with
+  // ThreadSanitizer, which then cannot see absl::Mutex synchronisation; these can be checked.
+  mutable std::shared_mutex serving_mu_;
   Serving serving_ ABSL_GUARDED_BY(serving_mu_);
 
-  mutable absl::Mutex status_mu_;
+  mutable std::mutex status_mu_;
   StatusSnapshot status_ ABSL_GUARDED_BY(status_mu_);
 
-  absl::Mutex jobs_mu_;
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
   std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(jobs_mu_);
   bool stopping_ ABSL_GUARDED_BY(jobs_mu_) = false;
   std::thread loader_;

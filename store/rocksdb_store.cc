@@ -305,7 +305,7 @@ absl::StatusOr<std::optional<PurchaseSummary>> RocksDbStore::GetPurchases(
   return MergePurchases(base, online);
 }
 
-absl::Mutex& RocksDbStore::UserLock(absl::string_view user_id) const {
+std::mutex& RocksDbStore::UserLock(absl::string_view user_id) const {
   return user_locks_[absl::HashOf(user_id) % user_locks_.size()];
 }
 
@@ -324,7 +324,7 @@ absl::StatusOr<UserFatigueRecord> RocksDbStore::GetUserFatigue(absl::string_view
 absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
                                            absl::string_view decision_id, int64_t now_ms,
                                            const DecideFn& decide) {
-  absl::MutexLock lock(&UserLock(user_id));
+  std::lock_guard<std::mutex> lock(UserLock(user_id));
   absl::StatusOr<UserFatigueRecord> record = ReadFatigue(user_id);
   if (!record.ok()) return record.status();
   thread_local std::vector<std::string> served;
@@ -345,16 +345,16 @@ absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
 
 absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     absl::Span<const UserEvent> events) {
-  absl::MutexLock events_lock(&events_mu_);
+  std::lock_guard<std::mutex> events_lock(events_mu_);
   // Lock every involved user's stripe, in address order (no deadlock with DecideAndRecord,
   // which holds one stripe and never waits for another).
-  std::set<absl::Mutex*> stripes;
+  std::set<std::mutex*> stripes;
   for (const UserEvent& e : events) stripes.insert(&UserLock(e.user_id));
-  for (absl::Mutex* m : stripes) m->Lock();
+  for (std::mutex* m : stripes) m->lock();
   struct Unlock {
-    std::set<absl::Mutex*>& stripes;
+    std::set<std::mutex*>& stripes;
     ~Unlock() {
-      for (absl::Mutex* m : stripes) m->Unlock();
+      for (std::mutex* m : stripes) m->unlock();
     }
   } unlock{stripes};
 
@@ -432,7 +432,7 @@ absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     if (!s.ok()) return FromRocks(s, "events write");
   }
   if (!runtimes.empty()) {
-    absl::MutexLock lock(&offers_mu_);
+    std::unique_lock<std::shared_mutex> lock(offers_mu_);
     for (auto& [offer, runtime] : runtimes) offer_runtime_[offer] = runtime;
   }
   return stats;
@@ -489,7 +489,7 @@ absl::StatusOr<RocksDbStore::IngestStats> RocksDbStore::IngestUsersFile(const st
 }
 
 OfferRuntime RocksDbStore::GetOfferRuntime(absl::string_view offer_id) const {
-  absl::ReaderMutexLock lock(&offers_mu_);
+  std::shared_lock<std::shared_mutex> lock(offers_mu_);
   auto it = offer_runtime_.find(offer_id);
   return it == offer_runtime_.end() ? OfferRuntime() : it->second;
 }
@@ -497,7 +497,7 @@ OfferRuntime RocksDbStore::GetOfferRuntime(absl::string_view offer_id) const {
 absl::StatusOr<OfferRuntime> RocksDbStore::SetOfferOverride(absl::string_view offer_id,
                                                             std::optional<bool> paused,
                                                             std::optional<int64_t> budget) {
-  absl::MutexLock events_lock(&events_mu_);
+  std::lock_guard<std::mutex> events_lock(events_mu_);
   OfferRuntime runtime = GetOfferRuntime(offer_id);
   if (paused.has_value()) runtime.paused = *paused;
   if (budget.has_value()) {
@@ -509,14 +509,14 @@ absl::StatusOr<OfferRuntime> RocksDbStore::SetOfferOverride(absl::string_view of
   rocksdb::Status s = db_->Put(options, offers_, rocksdb::Slice(offer_id.data(), offer_id.size()),
                                EncodeOfferRuntime(runtime));
   if (!s.ok()) return FromRocks(s, "offer override write");
-  absl::MutexLock lock(&offers_mu_);
+  std::unique_lock<std::shared_mutex> lock(offers_mu_);
   offer_runtime_[offer_id] = runtime;
   return runtime;
 }
 
 absl::Status RocksDbStore::LoadOfferRuntimes() {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), offers_));
-  absl::MutexLock lock(&offers_mu_);
+  std::unique_lock<std::shared_mutex> lock(offers_mu_);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     OfferRuntime runtime;
     if (!DecodeOfferRuntime(absl::string_view(it->value().data(), it->value().size()), &runtime)) {
@@ -528,8 +528,8 @@ absl::Status RocksDbStore::LoadOfferRuntimes() {
 }
 
 absl::Status RocksDbStore::ForgetUser(absl::string_view user_id) {
-  absl::MutexLock events_lock(&events_mu_);
-  absl::MutexLock lock(&UserLock(user_id));
+  std::lock_guard<std::mutex> events_lock(events_mu_);
+  std::lock_guard<std::mutex> lock(UserLock(user_id));
   rocksdb::WriteBatch batch;
   const rocksdb::Slice user(user_id.data(), user_id.size());
   batch.Delete(users_, user);

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -128,7 +130,7 @@ class RocksDbStore final : public FeatureStore {
 
  private:
   RocksDbStore() = default;
-  absl::Mutex& UserLock(absl::string_view user_id) const;
+  std::mutex& UserLock(absl::string_view user_id) const;
   absl::StatusOr<UserFatigueRecord> ReadFatigue(absl::string_view user_id) const;
   absl::Status LoadOfferRuntimes();
 
@@ -144,12 +146,14 @@ class RocksDbStore final : public FeatureStore {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   int64_t fatigue_retention_seconds_ = 0;
 
+  // Standard-library locks (not absl::Mutex): Debian's Abseil is not built with
+  // ThreadSanitizer, which then cannot see absl::Mutex synchronisation; these can be checked.
   // Striped per-user locks for fatigue read-modify-writes.
-  mutable std::array<absl::Mutex, 256> user_locks_;
-  // Serialises event batches (they may touch many users and offers).
-  absl::Mutex events_mu_;
+  mutable std::array<std::mutex, 256> user_locks_;
+  // Serialises event batches (they may touch many users and offers) and offer overrides.
+  std::mutex events_mu_;
 
-  mutable absl::Mutex offers_mu_;
+  mutable std::shared_mutex offers_mu_;
   absl::flat_hash_map<std::string, OfferRuntime> offer_runtime_ ABSL_GUARDED_BY(offers_mu_);
 };
 

@@ -6,6 +6,7 @@
 #include "core/event.h"
 #include "core/request_limits.h"
 #include "server/request_validation.h"
+#include "store/log_records.h"
 
 namespace offerd {
 
@@ -32,6 +33,9 @@ absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
                                                   "\" in bundle ", bundle->version()));
     }
     if (!s.ok()) {
+      if (metrics_ != nullptr && event.type() >= 1 && event.type() <= 5) {
+        metrics_->event(event.type(), ServerMetrics::kRejected).Increment();
+      }
       v1::RejectedEvent* rejected = response->add_rejected();
       rejected->set_index(i);
       rejected->set_reason(std::string(s.message()));
@@ -52,6 +56,26 @@ absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
       return absl::InternalError(absl::StrCat("event store: ", stats.status().message()));
     }
     response->set_duplicates(static_cast<int32_t>(stats->duplicates));
+    for (size_t i = 0; i < accepted.size(); ++i) {
+      const UserEvent& e = accepted[i];
+      const bool duplicate = stats->duplicate[i];
+      if (metrics_ != nullptr) {
+        metrics_->event(static_cast<int>(e.kind),
+                        duplicate ? ServerMetrics::kDuplicate : ServerMetrics::kAccepted)
+            .Increment();
+      }
+      if (event_log_ != nullptr) {  // every accepted event; readers drop exact repeats
+        EventRecord record;
+        record.ts_ms = e.timestamp_ms;
+        record.received_ms = now_ms;
+        record.user_id = e.user_id;
+        record.offer_id = e.offer_id;
+        record.event_type = e.kind;
+        record.decision_id = e.decision_id;
+        record.amount = e.amount;
+        event_log_->TryAppend(ToJsonLine(record));
+      }
+    }
   }
   response->set_accepted(static_cast<int32_t>(accepted.size()));
   return absl::OkStatus();

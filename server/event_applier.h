@@ -4,6 +4,8 @@
 #include "absl/status/status.h"
 #include "offerd/v1/offer_service.pb.h"
 #include "server/clock.h"
+#include "server/server_metrics.h"
+#include "store/jsonl_log.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
 
@@ -17,10 +19,11 @@ namespace offerd {
 // Thread safety: Apply() is safe to call concurrently.
 class EventApplier {
  public:
+  // `metrics` and `event_log` are optional (nullptr).
   EventApplier(const SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
-               bool trust_client_time)
+               bool trust_client_time, ServerMetrics* metrics, JsonlLogWriter* event_log)
       : snapshots_(snapshots), store_(store), clock_(clock),
-        trust_client_time_(trust_client_time) {}
+        trust_client_time_(trust_client_time), metrics_(metrics), event_log_(event_log) {}
 
   // INVALID_ARGUMENT when the request itself is malformed (no events, too many); INTERNAL
   // when the store fails (then nothing of this request was applied).
@@ -32,6 +35,8 @@ class EventApplier {
   RocksDbStore* const store_;
   const Clock* const clock_;
   const bool trust_client_time_;
+  ServerMetrics* const metrics_;
+  JsonlLogWriter* const event_log_;
 };
 
 }  // namespace offerd

@@ -8,6 +8,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/cli_help.h"
@@ -38,6 +40,17 @@ ABSL_FLAG(bool, trust_client_time, false,
 ABSL_FLAG(std::string, policy_config, "",
           "JSON file with the holdout fraction, assignment salts, global policy overrides and "
           "experiment arms (see README). Empty: 5% holdout, no arms, bundle defaults.");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "HTTP address of /metrics (Prometheus text 0.0.4), /healthz and /readyz; empty = off.");
+ABSL_FLAG(std::string, log_dir, "",
+          "Directory of the rotating decision and event logs (JSONL, docs/logs-format.md); "
+          "empty = not written.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the bearer token every AdminService call must carry "
+          "(authorization: Bearer <token>). Required when --admin_listen is not loopback.");
+ABSL_FLAG(int32_t, max_in_flight, 256,
+          "OfferService calls worked on at once; beyond it calls fail fast with "
+          "RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, log_level, "info", "Minimum log level: debug, info, warning, error.");
 ABSL_FLAG(double, drain_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -47,6 +60,12 @@ namespace {
 constexpr char kUsage[] =
     "offerd: low-latency offer recommendation server.\n\n"
     "usage: offerd --snapshot_root=DIR --db_path=DIR [--ingest=users.jsonl] [flags]";
+
+// True for 127.0.0.0/8, [::1] and localhost listen addresses.
+bool IsLoopback(const std::string& address) {
+  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "[::1]:") ||
+         absl::StartsWith(address, "localhost:");
+}
 
 int Fail(const std::string& message) {
   offerd::log::Error("fatal", {{"error", message}});
@@ -84,6 +103,22 @@ int main(int argc, char** argv) {
   options.ingest_files = absl::GetFlag(FLAGS_ingest);
   options.trust_client_time = absl::GetFlag(FLAGS_trust_client_time);
   options.policy_config_path = absl::GetFlag(FLAGS_policy_config);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.log_dir = absl::GetFlag(FLAGS_log_dir);
+  options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  if (options.max_in_flight < 1) return Fail("--max_in_flight must be >= 1");
+  if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
+    absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);
+    if (!token.ok()) return Fail(absl::StrCat("--admin_token_file: ", token.status().message()));
+    options.admin_token = std::string(absl::StripAsciiWhitespace(*token));
+    if (options.admin_token.size() < 16) {
+      return Fail("--admin_token_file: the token must be at least 16 characters");
+    }
+  }
+  if (options.admin_token.empty() && !IsLoopback(options.admin_listen)) {
+    return Fail(absl::StrCat("--admin_listen=", options.admin_listen,
+                             " is not a loopback address: set --admin_token_file"));
+  }
   if (absl::GetFlag(FLAGS_snapshot_poll_ms) < 0) return Fail("--snapshot_poll_ms must be >= 0");
   options.snapshot_poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_snapshot_poll_ms));
 

@@ -1,6 +1,7 @@
 #include "server/recommender.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -76,6 +77,24 @@ void CollectAudiences(const FeatureSchema& schema, const UserRecord* user,
   }
 }
 
+// Times consecutive stages of one request into offerd_stage_duration_seconds.
+class StageTimer {
+ public:
+  explicit StageTimer(ServerMetrics* metrics)
+      : metrics_(metrics), last_(std::chrono::steady_clock::now()) {}
+  void End(Stage stage) {
+    const auto now = std::chrono::steady_clock::now();
+    if (metrics_ != nullptr) {
+      metrics_->stage(stage).Observe(std::chrono::duration<double>(now - last_).count());
+    }
+    last_ = now;
+  }
+
+ private:
+  ServerMetrics* const metrics_;
+  std::chrono::steady_clock::time_point last_;
+};
+
 }  // namespace
 
 Recommender::Recommender(const SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
@@ -84,6 +103,7 @@ Recommender::Recommender(const SnapshotManager* snapshots, RocksDbStore* store, 
 
 absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
                                     v1::RecommendResponse* response) const {
+  StageTimer timer(options_.metrics);
   if (absl::Status s = ValidateRecommendRequest(request); !s.ok()) return s;
   const v1::Context& context = request.context();
   DecisionInfo info;
@@ -108,10 +128,13 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   if (assignment.arm_index >= 0) {
     response->set_arm(options_.assignment.arms[assignment.arm_index].name);
   }
+  timer.End(Stage::kAdmission);
   if (assignment.holdout) {
     // The control group: an empty list, on purpose, logged like any decision.
     response->set_holdout(true);
+    if (options_.metrics != nullptr) options_.metrics->holdout_decisions().Increment();
     if (options_.on_decision) options_.on_decision(request, *response, info);
+    timer.End(Stage::kLogging);
     return absl::OkStatus();
   }
   PolicyParams params = ApplyOverrides(bundle->manifest().policy.params, options_.global_overrides);
@@ -120,6 +143,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   }
 
   // User state. Unknown user -> cold start, not an error.
+  const auto get_start = std::chrono::steady_clock::now();
   absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser(request.user_id());
   if (!user.ok()) return absl::InternalError(absl::StrCat("feature store: ", user.status().message()));
   absl::StatusOr<std::optional<PurchaseSummary>> purchases = store_->GetPurchases(request.user_id());
@@ -132,6 +156,11 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
                            user_record->feature_schema_id == bundle->manifest().feature_schema.id;
   const PurchaseSummary* purchase_summary = purchases->has_value() ? &**purchases : nullptr;
   const int32_t now_day = DayOfMs(info.now_ms);
+  if (options_.metrics != nullptr) {
+    options_.metrics->rocksdb_get_duration().Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - get_start).count());
+  }
+  timer.End(Stage::kFeatures);
 
   Scratch& scratch = ThreadScratch();
   scratch.attributes.clear();
@@ -178,6 +207,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
     cold_start = true;
   }
   response->set_cold_start(cold_start);
+  timer.End(Stage::kUserTower);
 
   // Retrieve.
   const int n = request.num_offers();
@@ -186,6 +216,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
     return absl::InternalError(absl::StrCat("retrieval: ", s.message()));
   }
   info.candidates_retrieved = static_cast<int>(scratch.candidates.size());
+  timer.End(Stage::kRetrieval);
 
   // Per-request model terms: p0 and the CLV of the user.
   if (models.uplift) scratch.uplift.Begin(*models.uplift, encode(models.uplift->sections));
@@ -265,6 +296,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
           scratch.retrieval_scores.push_back(c.retrieval_score);
           scratch.p1s.push_back(p1);
         }
+        timer.End(Stage::kScoring);
         SplitMix64Rng rng(SeedFromDecisionId(response->decision_id()));
         SelectOffers(scratch.scored,
                      SelectionLimitsFor(params, n, DayStateOf(fatigue, info.now_ms)), &rng,
@@ -275,6 +307,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
         return absl::OkStatus();
       });
   if (!decided.ok()) return absl::InternalError(absl::StrCat("state store: ", decided.message()));
+  timer.End(Stage::kFatigue);
 
   int rank = 0;
   for (const SelectedOffer& s : scratch.selected) {
@@ -302,7 +335,19 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
       e->set_p_alive(p_alive);
     }
   }
+  if (ServerMetrics* m = options_.metrics; m != nullptr) {
+    m->candidates_retrieved().Increment(info.candidates_retrieved);
+    for (int r = 1; r < kNumEligibilityReasons; ++r) {
+      if (info.filtered[r] > 0) m->filtered(static_cast<EligibilityReason>(r)).Increment(info.filtered[r]);
+    }
+    if (info.below_roi_gate > 0) m->filtered_below_roi_gate().Increment(info.below_roi_gate);
+    m->offers_served().Increment(response->offers_size());
+    int explored = 0;
+    for (const SelectedOffer& s : scratch.selected) explored += s.explored;
+    if (explored > 0) m->explored_offers().Increment(explored);
+  }
   if (options_.on_decision) options_.on_decision(request, *response, info);
+  timer.End(Stage::kLogging);
   if (!request.explain()) {
     for (v1::ScoredOffer& offer : *response->mutable_offers()) offer.clear_explanation();
   }

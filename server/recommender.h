@@ -9,6 +9,7 @@
 #include "core/eligibility.h"
 #include "offerd/v1/offer_service.pb.h"
 #include "server/clock.h"
+#include "server/server_metrics.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
 
@@ -36,7 +37,8 @@ class Recommender {
     AssignmentConfig assignment;     // holdout, arms, salts (server config, not bundle data)
     PolicyOverrides global_overrides;  // applied over the bundle's defaults, before the arm's
     bool trust_client_time = false;  // use Context.timestamp_ms (replays, tests)
-    // Called once per decision after the response is complete (decision log, metrics).
+    ServerMetrics* metrics = nullptr;  // optional
+    // Called once per decision after the response is complete (decision log).
     std::function<void(const v1::RecommendRequest&, const v1::RecommendResponse&,
                        const DecisionInfo&)>
         on_decision;

@@ -12,13 +12,62 @@
 #include "server/clock.h"
 #include "server/event_applier.h"
 #include "server/log.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
 #include "server/policy_config.h"
+#include "server/server_metrics.h"
+#include "store/jsonl_log.h"
+#include "store/log_records.h"
 #include "server/recommender.h"
 #include "server/services.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
 
 namespace offerd {
+namespace {
+
+// One decision-log line (docs/logs-format.md) from the request, the response and its info.
+std::string DecisionLogLine(const v1::RecommendRequest& request,
+                            const v1::RecommendResponse& response, const DecisionInfo& info) {
+  DecisionRecord record;
+  record.decision_id = response.decision_id();
+  record.ts_ms = info.now_ms;
+  record.user_id = request.user_id();
+  record.arm = response.arm();
+  record.holdout = response.holdout();
+  record.snapshot_version = response.snapshot_version();
+  record.canary = info.canary;
+  record.degraded = response.degraded();
+  record.context = {request.context().channel(), request.context().device(),
+                    request.context().page(), request.context().country()};
+  record.offers.reserve(static_cast<size_t>(response.offers_size()));
+  for (const v1::ScoredOffer& o : response.offers()) {
+    OfferLogRecord r;
+    r.offer_id = o.offer_id();
+    r.rank = o.rank();
+    r.score = o.score();
+    r.propensity = o.propensity();
+    r.explored = o.explanation().explored();
+    r.p_treated = o.explanation().p_treated();
+    r.p_control = o.explanation().p_control();
+    r.uplift = o.explanation().uplift();
+    r.clv = o.explanation().clv();
+    r.expected_value = o.explanation().expected_value();
+    r.fatigue_multiplier = o.explanation().fatigue_multiplier();
+    r.has_segment = false;
+    for (Segment seg : {Segment::kPersuadable, Segment::kSureThing, Segment::kLostCause,
+                        Segment::kSleepingDog}) {
+      if (SegmentName(seg) == o.explanation().segment()) {
+        r.segment = seg;
+        r.has_segment = true;
+      }
+    }
+    record.offers.push_back(r);
+  }
+  return ToJsonLine(record);
+}
+
+}  // namespace
 
 OfferdServer::~OfferdServer() { Shutdown(absl::Seconds(1)); }
 
@@ -31,6 +80,19 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   auto server = std::unique_ptr<OfferdServer>(new OfferdServer());
   server->options_ = options;
   server->clock_ = clock;
+  server->registry_ = std::make_unique<MetricsRegistry>(MetricsRegistry::Options());
+  server->metrics_ = std::make_unique<ServerMetrics>(server->registry_.get());
+  if (!options.log_dir.empty()) {
+    for (auto [prefix, writer] : {std::pair{"decisions", &server->decision_log_},
+                                  std::pair{"events", &server->event_log_}}) {
+      JsonlLogWriter::Options log_options;
+      log_options.directory = options.log_dir;
+      log_options.file_prefix = prefix;
+      absl::StatusOr<std::unique_ptr<JsonlLogWriter>> log = JsonlLogWriter::Create(log_options);
+      if (!log.ok()) return log.status();
+      *writer = std::move(*log);
+    }
+  }
 
   RocksDbStore::Options store_options;
   store_options.path = options.db_path;
@@ -73,14 +135,26 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   recommender_options.assignment = policy_config.assignment;
   recommender_options.global_overrides = policy_config.overrides;
   recommender_options.trust_client_time = options.trust_client_time;
+  recommender_options.metrics = server->metrics_.get();
+  if (JsonlLogWriter* log = server->decision_log_.get(); log != nullptr) {
+    recommender_options.on_decision = [log](const v1::RecommendRequest& request,
+                                            const v1::RecommendResponse& response,
+                                            const DecisionInfo& info) {
+      log->TryAppend(DecisionLogLine(request, response, info));
+    };
+  }
   server->recommender_ = std::make_unique<Recommender>(server->snapshots_.get(), store_ptr, clock,
                                                        std::move(recommender_options));
   server->events_ = std::make_unique<EventApplier>(server->snapshots_.get(), store_ptr, clock,
-                                                   options.trust_client_time);
-  server->offer_service_ =
-      std::make_unique<OfferServiceImpl>(server->recommender_.get(), server->events_.get());
+                                                   options.trust_client_time,
+                                                   server->metrics_.get(), server->event_log_.get());
+  server->offer_service_ = std::make_unique<OfferServiceImpl>(
+      server->recommender_.get(), server->events_.get(), server->metrics_.get(),
+      options.max_in_flight);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->snapshots_.get(), store_ptr, clock->NowMs());
+      server->snapshots_.get(), store_ptr, clock->NowMs(), options.admin_token);
+  server->metrics_->WatchState(server->snapshots_.get(), store_ptr, clock,
+                               server->decision_log_.get(), server->event_log_.get());
   return server;
 }
 
@@ -107,17 +181,38 @@ absl::Status OfferdServer::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on --admin_listen=", options_.admin_listen));
   }
+  if (!options_.metrics_listen.empty()) {
+    HttpServer::Options http_options;
+    http_options.listen_address = options_.metrics_listen;
+    http_options.readiness = [this]() -> absl::Status {
+      if (!ready_.load()) return absl::UnavailableError("starting or shutting down");
+      if (snapshots_->Pin() == nullptr) return absl::UnavailableError("no bundle loaded");
+      return absl::OkStatus();
+    };
+    absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(http_options, registry_.get());
+    if (!http.ok()) {
+      server_->Shutdown();
+      admin_server_->Shutdown();
+      return http.status();
+    }
+    http_ = std::move(*http);
+  }
   server_->GetHealthCheckService()->SetServingStatus(true);
+  ready_ = true;
   log::Info("serving", {{"listen", options_.listen},
                         {"port", port_},
+                        {"metrics_port", metrics_port()},
                         {"admin_listen", options_.admin_listen},
                         {"admin_port", admin_port_}});
   return absl::OkStatus();
 }
 
+int OfferdServer::metrics_port() const { return http_ ? http_->port() : 0; }
+
 void OfferdServer::Shutdown(absl::Duration drain) {
   if (shut_down_) return;
   shut_down_ = true;
+  ready_ = false;
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
@@ -125,6 +220,13 @@ void OfferdServer::Shutdown(absl::Duration drain) {
   if (admin_server_ != nullptr) {
     admin_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
   }
+  for (JsonlLogWriter* log : {decision_log_.get(), event_log_.get()}) {
+    if (log == nullptr) continue;
+    if (absl::Status s = log->Close(); !s.ok()) {
+      log::Error("log_close_failed", {{"error", std::string(s.message())}});
+    }
+  }
+  if (http_ != nullptr) http_->Stop();
   if (store_ != nullptr) {
     if (absl::Status s = store_->Flush(); !s.ok()) {
       log::Error("store_flush_failed", {{"error", std::string(s.message())}});

@@ -1,6 +1,7 @@
 #ifndef OFFERD_SERVER_SERVER_H_
 #define OFFERD_SERVER_SERVER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +19,10 @@ namespace offerd {
 class AdminServiceImpl;
 class Clock;
 class EventApplier;
+class HttpServer;
+class JsonlLogWriter;
+class MetricsRegistry;
+class ServerMetrics;
 class OfferServiceImpl;
 class Recommender;
 class RocksDbStore;
@@ -38,6 +43,10 @@ class OfferdServer {
     std::vector<std::string> ingest_files;         // users.jsonl files to ingest at startup
     bool trust_client_time = false;
     std::string policy_config_path;  // --policy_config; "" = defaults (holdout 5%, no arms)
+    std::string metrics_listen;      // /metrics, /healthz, /readyz; "" = no HTTP endpoint
+    std::string log_dir;             // decision and event logs; "" = not written
+    std::string admin_token;         // required on admin calls when non-empty
+    int max_in_flight = 256;         // OfferService calls beyond this are shed
     absl::Duration snapshot_poll_interval = absl::Seconds(5);  // zero = no watcher
     int max_receive_message_bytes = 4 << 20;
   };
@@ -54,6 +63,7 @@ class OfferdServer {
   // Bound ports (useful with port 0). Valid after Start().
   int port() const { return port_; }
   int admin_port() const { return admin_port_; }
+  int metrics_port() const;
 
   // Health -> NOT_SERVING, stop accepting, let in-flight calls finish for at most `drain`,
   // then flush the store. Idempotent.
@@ -70,7 +80,11 @@ class OfferdServer {
 
   Options options_;
   const Clock* clock_ = nullptr;
+  std::unique_ptr<MetricsRegistry> registry_;
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<RocksDbStore> store_;
+  std::unique_ptr<JsonlLogWriter> decision_log_;
+  std::unique_ptr<JsonlLogWriter> event_log_;
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<Recommender> recommender_;
   std::unique_ptr<EventApplier> events_;
@@ -78,6 +92,8 @@ class OfferdServer {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> admin_server_;
+  std::unique_ptr<HttpServer> http_;
+  std::atomic<bool> ready_{false};
   int port_ = 0;
   int admin_port_ = 0;
   bool shut_down_ = false;

@@ -26,30 +26,90 @@ bool DeadlinePassed(const grpc::CallbackServerContext* context) {
 
 }  // namespace
 
+bool OfferServiceImpl::Admit(grpc::CallbackServerContext* context, Rpc rpc,
+                             grpc::ServerUnaryReactor* reactor,
+                             std::chrono::steady_clock::time_point start) {
+  if (DeadlinePassed(context)) {
+    if (metrics_ != nullptr) metrics_->shed_deadline().Increment();
+    Finish(rpc, reactor, absl::DeadlineExceededError("deadline already passed"), start, false);
+    return false;
+  }
+  if (in_flight_.fetch_add(1, std::memory_order_relaxed) >= max_in_flight_) {
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    if (metrics_ != nullptr) metrics_->shed_overload().Increment();
+    Finish(rpc, reactor,
+           absl::ResourceExhaustedError(absl::StrCat(
+               "overloaded: more than ", max_in_flight_, " calls in flight; retry with backoff")),
+           start, false);
+    return false;
+  }
+  if (metrics_ != nullptr) metrics_->in_flight().Increment();
+  return true;
+}
+
+void OfferServiceImpl::Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor,
+                              const absl::Status& status,
+                              std::chrono::steady_clock::time_point start, bool admitted) {
+  if (admitted) {
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    if (metrics_ != nullptr) metrics_->in_flight().Decrement();
+  }
+  if (metrics_ != nullptr) {
+    metrics_->request_duration(rpc, static_cast<int>(status.code()))
+        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  reactor->Finish(ToGrpcStatus(status));
+}
+
 grpc::ServerUnaryReactor* OfferServiceImpl::Recommend(grpc::CallbackServerContext* context,
                                                       const v1::RecommendRequest* request,
                                                       v1::RecommendResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (DeadlinePassed(context)) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"));
-    return reactor;
-  }
-  reactor->Finish(ToGrpcStatus(recommender_->Recommend(*request, response)));
+  if (!Admit(context, Rpc::kRecommend, reactor, start)) return reactor;
+  Finish(Rpc::kRecommend, reactor, recommender_->Recommend(*request, response), start, true);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* OfferServiceImpl::ReportEvents(grpc::CallbackServerContext* context,
                                                          const v1::ReportEventsRequest* request,
                                                          v1::ReportEventsResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(events_->Apply(*request, response)));
+  if (!Admit(context, Rpc::kReportEvents, reactor, start)) return reactor;
+  Finish(Rpc::kReportEvents, reactor, events_->Apply(*request, response), start, true);
   return reactor;
 }
+
+grpc::Status AdminServiceImpl::Authorize(const grpc::CallbackServerContext* context) const {
+  if (admin_token_.empty()) return grpc::Status::OK;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  const std::string expected = "Bearer " + admin_token_;
+  if (it != metadata.end()) {
+    const grpc::string_ref got = it->second;
+    // Constant-time: look at every byte whatever the first difference.
+    unsigned char diff = got.size() == expected.size() ? 0 : 1;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      diff |= static_cast<unsigned char>(expected[i] ^ (i < got.size() ? got.data()[i] : 0));
+    }
+    if (diff == 0) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "admin calls need the header \"authorization: Bearer <token>\"");
+}
+
+#define OFFERD_AUTHORIZE(reactor, context)          \
+  if (grpc::Status auth = Authorize(context); !auth.ok()) { \
+    (reactor)->Finish(auth);                        \
+    return reactor;                                 \
+  }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerContext* context,
                                                          const v1::LoadSnapshotRequest* request,
                                                          v1::LoadSnapshotResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   absl::StatusOr<SnapshotManager::BundleInfo> info =
       snapshots_->LoadVersion(request->version(), request->canary_fraction());
   if (info.ok()) {
@@ -66,6 +126,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext
                                                      const v1::RollbackRequest* /*request*/,
                                                      v1::RollbackResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   const SnapshotManager::StatusSnapshot before = snapshots_->Status();
   absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Rollback();
   if (info.ok()) {
@@ -80,6 +141,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Promote(grpc::CallbackServerContext*
                                                     const v1::PromoteRequest* /*request*/,
                                                     v1::PromoteResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Promote();
   if (info.ok()) response->set_version(info->version);
   reactor->Finish(ToGrpcStatus(info.status()));
@@ -90,6 +152,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* c
                                                   const v1::UnpinRequest* /*request*/,
                                                   v1::UnpinResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   reactor->Finish(ToGrpcStatus(snapshots_->Unpin()));
   return reactor;
 }
@@ -98,6 +161,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
     grpc::CallbackServerContext* context, const v1::SetOfferOverrideRequest* request,
     v1::SetOfferOverrideResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   absl::Status status = CheckLength("offer_id", request->offer_id(), 1, kMaxOfferIdBytes);
   if (status.ok() && !request->has_paused() && !request->has_budget()) {
     status = absl::InvalidArgumentError("set paused and/or budget");
@@ -126,6 +190,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerConte
                                                        const v1::ForgetUserRequest* request,
                                                        v1::ForgetUserResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
   if (status.ok()) status = store_->ForgetUser(request->user_id());
   if (status.ok()) log::Info("user_forgotten");
@@ -137,6 +202,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
                                                       const v1::GetStatusRequest* /*request*/,
                                                       v1::GetStatusResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
   const SnapshotManager::StatusSnapshot status = snapshots_->Status();
   if (status.current) FillBundleStatus(*status.current, response->mutable_current());
   if (status.previous) FillBundleStatus(*status.previous, response->mutable_previous());

@@ -1,10 +1,15 @@
 #ifndef OFFERD_SERVER_SERVICES_H_
 #define OFFERD_SERVER_SERVICES_H_
 
+#include <atomic>
+#include <chrono>
+#include <string>
+
 #include "offerd/v1/admin_service.grpc.pb.h"
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/event_applier.h"
 #include "server/recommender.h"
+#include "server/server_metrics.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
 
@@ -14,8 +19,11 @@ namespace offerd {
 // threads; they never block on a bundle load.
 class OfferServiceImpl final : public v1::OfferService::CallbackService {
  public:
-  OfferServiceImpl(const Recommender* recommender, EventApplier* events)
-      : recommender_(recommender), events_(events) {}
+  // Calls beyond `max_in_flight` concurrent ones fail fast with RESOURCE_EXHAUSTED.
+  OfferServiceImpl(const Recommender* recommender, EventApplier* events, ServerMetrics* metrics,
+                   int max_in_flight)
+      : recommender_(recommender), events_(events), metrics_(metrics),
+        max_in_flight_(max_in_flight) {}
 
   grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
                                       const v1::RecommendRequest* request,
@@ -25,8 +33,17 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
                                          v1::ReportEventsResponse* response) override;
 
  private:
+  // Admission: true when the call may run (then Release() must follow).
+  bool Admit(grpc::CallbackServerContext* context, Rpc rpc, grpc::ServerUnaryReactor* reactor,
+             std::chrono::steady_clock::time_point start);
+  void Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor, const absl::Status& status,
+              std::chrono::steady_clock::time_point start, bool admitted);
+
   const Recommender* const recommender_;
   EventApplier* const events_;
+  ServerMetrics* const metrics_;
+  const int max_in_flight_;
+  std::atomic<int> in_flight_{0};
 };
 
 // gRPC callback-API implementation of offerd.v1.AdminService. Loads run on the calling gRPC
@@ -34,8 +51,11 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
 // the new one is published.
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, int64_t started_at_ms)
-      : snapshots_(snapshots), store_(store), started_at_ms_(started_at_ms) {}
+  // `admin_token`: when non-empty, every call must carry "authorization: Bearer <token>".
+  AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, int64_t started_at_ms,
+                   std::string admin_token)
+      : snapshots_(snapshots), store_(store), started_at_ms_(started_at_ms),
+        admin_token_(std::move(admin_token)) {}
 
   grpc::ServerUnaryReactor* LoadSnapshot(grpc::CallbackServerContext* context,
                                          const v1::LoadSnapshotRequest* request,
@@ -60,9 +80,13 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                       v1::GetStatusResponse* response) override;
 
  private:
+  // UNAUTHENTICATED unless the call carries the admin token (constant-time comparison).
+  grpc::Status Authorize(const grpc::CallbackServerContext* context) const;
+
   SnapshotManager* const snapshots_;
   RocksDbStore* const store_;
   const int64_t started_at_ms_;
+  const std::string admin_token_;
 };
 
 }  // namespace offerd

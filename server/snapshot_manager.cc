@@ -212,6 +212,7 @@ absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
     status_.rejected[version] =
         Rejection{std::string(bundle.status().message()), clock_->NowMs(), fingerprint};
     ++status_.loads_failed;
+    ++status_.load_outcomes[absl::StatusCodeToString(bundle.status().code())];
     return bundle.status();
   }
   *info = DescribeBundle(**bundle);
@@ -232,6 +233,7 @@ absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.rejected.erase(version);
     ++status_.loads_ok;
+    ++status_.load_outcomes["ok"];
   }
   return WrapForRetirement(std::move(*bundle));
 }

@@ -89,6 +89,10 @@ class SnapshotManager {
     std::map<std::string, Rejection> rejected;  // version -> newest failed attempt
     int64_t loads_ok = 0;
     int64_t loads_failed = 0;
+    // Load attempts by outcome: "ok" or the error's status code (DATA_LOSS for checksum or
+    // truncation, INVALID_ARGUMENT for bad contents, NOT_FOUND for missing files,
+    // FAILED_PRECONDITION for a feature schema mismatch, INTERNAL for FAISS errors).
+    std::map<std::string, int64_t> load_outcomes;
   };
 
   // Loads the startup bundle and starts the loader thread.

@@ -196,7 +196,7 @@ void AppendJsonLine(const DecisionRecord& record, std::string* out) {
     out->push_back(',');
     AppendNumberField("fatigue_multiplier", offer.fatigue_multiplier, out);
     out->push_back(',');
-    AppendStringField("segment", SegmentName(offer.segment), out);
+    AppendStringField("segment", offer.has_segment ? SegmentName(offer.segment) : "", out);
     out->push_back('}');
   }
   out->append("]}");

@@ -45,6 +45,7 @@ struct OfferLogRecord {
   double expected_value = 0.0;      // expected incremental value before fatigue, currency units
   double fatigue_multiplier = 1.0;  // decay^(recent impressions)
   Segment segment = Segment::kLostCause;
+  bool has_segment = true;  // false when the bundle has no uplift model: written as ""
 };
 
 // One Recommend decision. Holdout decisions have no offers.

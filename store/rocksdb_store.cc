@@ -359,22 +359,26 @@ absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
   } unlock{stripes};
 
   ApplyStats stats;
+  stats.duplicate.assign(events.size(), false);
   rocksdb::WriteBatch batch;
   std::set<std::string> dedupe_in_batch;
   std::map<std::string, UserFatigueRecord> fatigue;        // by user id, read once
   std::map<std::string, PurchaseDays> purchases;           // by purchase key, read once
   std::map<std::string, int64_t> redeemed;                 // by offer id
-  for (const UserEvent& e : events) {
+  for (size_t index = 0; index < events.size(); ++index) {
+    const UserEvent& e = events[index];
     if (!e.decision_id.empty()) {
       const std::string dedupe = DedupeKey(e.user_id, e.decision_id, e.offer_id, e.kind);
       std::string ignored;
       if (dedupe_in_batch.count(dedupe) > 0) {
         ++stats.duplicates;
+        stats.duplicate[index] = true;
         continue;
       }
       rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), fatigue_, dedupe, &ignored);
       if (s.ok()) {
         ++stats.duplicates;
+        stats.duplicate[index] = true;
         continue;
       }
       if (!s.IsNotFound()) return FromRocks(s, "events dedupe get");

@@ -102,6 +102,8 @@ class RocksDbStore final : public FeatureStore {
   struct ApplyStats {
     int64_t applied = 0;
     int64_t duplicates = 0;  // same (decision_id, offer_id, type) already applied
+    // Per input event: true when it was a duplicate (not applied again).
+    std::vector<bool> duplicate;
   };
   // Applies events in one WriteBatch (WAL on). PURCHASE -> online purchase delta;
   // IMPRESSION -> impression bucket and day count (unless already counted for its decision);

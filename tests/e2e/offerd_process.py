@@ -64,6 +64,8 @@ def start_offerd(tmp: Path, snapshot_root: Path, db_path: Path, extra: list[str]
     args = [str(OFFERD), "--listen=127.0.0.1:0", "--admin_listen=127.0.0.1:0",
             f"--snapshot_root={snapshot_root}", f"--db_path={db_path}",
             f"--port_file={port_file}", f"--admin_port_file={admin_port_file}", *(extra or [])]
+    if not any(a.startswith("--metrics_listen") for a in args):
+        args.append("--metrics_listen=127.0.0.1:0")  # never the shared default port in tests
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -7,7 +7,7 @@ VAR       ?= var
 
 export PYTHON
 
-.PHONY: all deps build py-stubs test test-cpp test-py demo demo-data clean help
+.PHONY: all deps build py-stubs test test-cpp test-py test-sanitize bench-swap demo clean help
 
 all: build
 
@@ -15,6 +15,8 @@ help:
 	@echo "make demo   - install deps, build, build demo data under $(VAR)/, run offerd"
 	@echo "make test   - install deps, build, run every C++ (ctest) and Python (pytest) test"
 	@echo "make build  - configure and build into $(BUILD_DIR)/ (binaries in $(BUILD_DIR)/bin)"
+	@echo "make test-sanitize - unit tests under ASan+UBSan, concurrency tests under TSan"
+	@echo "make bench-swap    - hot-swap memory/latency benchmark on a 100k-offer bundle"
 
 deps:
 	bash scripts/install-deps.sh
@@ -46,8 +48,16 @@ test-cpp:
 test-py:
 	BUILD_DIR=$(BUILD_DIR) bash scripts/run-tests.sh py
 
+# Unit tests under ASan + UBSan and the concurrency tests under TSan (separate build dirs).
+test-sanitize: deps
+	JOBS=$(JOBS) bash scripts/test-sanitize.sh
+
+# Hot-swap cost on a 100k-offer bundle (memory, swap time, p99 while swapping).
+bench-swap: build
+	OMP_NUM_THREADS=1 $(BUILD_DIR)/bin/swap_bench --offers=100000 --seconds=8
+
 demo: build
 	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/demo.sh
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-asan build-tsan

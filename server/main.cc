@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -51,6 +52,11 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(int32_t, max_in_flight, 256,
           "OfferService calls worked on at once; beyond it calls fail fast with "
           "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS on --listen.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS on --listen.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients of --listen must present a certificate it signed "
+          "(mTLS).");
 ABSL_FLAG(std::string, log_level, "info", "Minimum log level: debug, info, warning, error.");
 ABSL_FLAG(double, drain_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -114,6 +120,22 @@ int main(int argc, char** argv) {
     if (options.admin_token.size() < 16) {
       return Fail("--admin_token_file: the token must be at least 16 characters");
     }
+  }
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert), tls_key = absl::GetFlag(FLAGS_tls_key),
+                    tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (tls_cert.empty() != tls_key.empty()) return Fail("--tls_cert and --tls_key go together");
+  if (!tls_client_ca.empty() && tls_cert.empty()) return Fail("--tls_client_ca needs --tls_cert");
+  for (const auto& [flag, path, out] :
+       {std::tuple{"--tls_cert", tls_cert, &options.tls_cert_pem},
+        std::tuple{"--tls_key", tls_key, &options.tls_key_pem},
+        std::tuple{"--tls_client_ca", tls_client_ca, &options.tls_client_ca_pem}}) {
+    if (path.empty()) continue;
+    absl::StatusOr<std::string> pem = offerd::ReadFileToString(path);
+    if (!pem.ok()) return Fail(absl::StrCat(flag, ": ", pem.status().message()));
+    if (pem->find("-----BEGIN") == std::string::npos) {
+      return Fail(absl::StrCat(flag, ": ", path, " is not a PEM file"));
+    }
+    *out = std::move(*pem);
   }
   if (options.admin_token.empty() && !IsLoopback(options.admin_listen)) {
     return Fail(absl::StrCat("--admin_listen=", options.admin_listen,

@@ -13,9 +13,11 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "offerd/v1/admin_service.grpc.pb.h"
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/cli_help.h"
+#include "store/file_util.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Address of offerd's public port.");
 ABSL_FLAG(std::string, admin_addr, "127.0.0.1:50052", "Address of offerd's admin port.");
@@ -35,6 +37,11 @@ ABSL_FLAG(double, amount, 0.0, "report: purchase amount, currency units.");
 ABSL_FLAG(std::string, decision, "", "report: decision_id of the response that showed the offer.");
 ABSL_FLAG(int64_t, timestamp_ms, 0, "report: event time, Unix ms (0 = now).");
 ABSL_FLAG(std::string, version, "", "load: bundle version to load.");
+ABSL_FLAG(std::string, admin_token_file, "", "File with the admin bearer token, if offerd needs one.");
+ABSL_FLAG(std::string, directory, "", "checkpoint: directory to write (absolute, must not exist).");
+ABSL_FLAG(std::string, offer_id, "", "override: offer id.");
+ABSL_FLAG(std::string, paused, "", "override: true to pause, false to resume.");
+ABSL_FLAG(int64_t, budget, -2, "override: redemptions allowed; -1 clears the override.");
 ABSL_FLAG(double, canary, 0.0,
           "load: start the version as a canary serving this fraction of users (0 < f < 1).");
 
@@ -51,7 +58,10 @@ constexpr char kUsage[] =
     "  load --version=V [--canary=F] load and publish bundle V (pins it), or canary it\n"
     "  promote                     make the running canary serve everyone\n"
     "  rollback                    drop the canary, or return to the previous bundle\n"
-    "  unpin                       let the watcher advance to the newest valid bundle";
+    "  unpin                       let the watcher advance to the newest valid bundle\n"
+    "  override --offer_id=O [--paused=true|false] [--budget=N|-1]\n"
+    "  forget --user=U              erase everything stored about a user\n"
+    "  checkpoint --directory=D     consistent RocksDB checkpoint (backup)";
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "offerctl: %s\n", message.c_str());
@@ -154,6 +164,43 @@ int main(int argc, char** argv) {
       grpc::CreateChannel(admin_addr, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context);
+  if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
+    absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);
+    if (!token.ok()) return Fail(absl::StrCat("--admin_token_file: ", token.status().message()));
+    context.AddMetadata("authorization",
+                        absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
+  }
+  if (command == "override") {
+    offerd::v1::SetOfferOverrideRequest request;
+    request.set_offer_id(absl::GetFlag(FLAGS_offer_id));
+    const std::string paused = absl::GetFlag(FLAGS_paused);
+    if (paused == "true" || paused == "false") {
+      request.set_paused(paused == "true");
+    } else if (!paused.empty()) {
+      return Fail("override: --paused must be true or false");
+    }
+    if (absl::GetFlag(FLAGS_budget) != -2) request.set_budget(absl::GetFlag(FLAGS_budget));
+    offerd::v1::SetOfferOverrideResponse response;
+    grpc::Status status = admin->SetOfferOverride(&context, request, &response);
+    if (!status.ok()) return CallFailed("override", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "forget") {
+    offerd::v1::ForgetUserRequest request;
+    request.set_user_id(absl::GetFlag(FLAGS_user));
+    offerd::v1::ForgetUserResponse response;
+    grpc::Status status = admin->ForgetUser(&context, request, &response);
+    if (!status.ok()) return CallFailed("forget", status, admin_addr);
+    return PrintJson(response);
+  }
+  if (command == "checkpoint") {
+    offerd::v1::CheckpointRequest request;
+    request.set_directory(absl::GetFlag(FLAGS_directory));
+    offerd::v1::CheckpointResponse response;
+    grpc::Status status = admin->Checkpoint(&context, request, &response);
+    if (!status.ok()) return CallFailed("checkpoint", status, admin_addr);
+    return PrintJson(response);
+  }
   if (command == "status") {
     offerd::v1::GetStatusResponse response;
     grpc::Status status = admin->GetStatus(&context, offerd::v1::GetStatusRequest(), &response);

@@ -152,7 +152,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
       server->recommender_.get(), server->events_.get(), server->metrics_.get(),
       options.max_in_flight);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->snapshots_.get(), store_ptr, clock->NowMs(), options.admin_token);
+      server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token);
   server->metrics_->WatchState(server->snapshots_.get(), store_ptr, clock,
                                server->decision_log_.get(), server->event_log_.get());
   return server;
@@ -162,10 +162,21 @@ absl::Status OfferdServer::Start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options_.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl(
+        options_.tls_client_ca_pem.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_key_cert_pairs.push_back({options_.tls_key_pem, options_.tls_cert_pem});
+    ssl.pem_root_certs = options_.tls_client_ca_pem;
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(options_.listen, credentials, &port_);
   builder.RegisterService(offer_service_.get());
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_receive_message_bytes);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on --listen=", options_.listen));

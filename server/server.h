@@ -47,6 +47,9 @@ class OfferdServer {
     std::string log_dir;             // decision and event logs; "" = not written
     std::string admin_token;         // required on admin calls when non-empty
     int max_in_flight = 256;         // OfferService calls beyond this are shed
+    // TLS on the public port: PEM certificate chain and key (both or neither); with a client
+    // CA, clients must present a certificate it signed (mTLS).
+    std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
     absl::Duration snapshot_poll_interval = absl::Seconds(5);  // zero = no watcher
     int max_receive_message_bytes = 4 << 20;
   };

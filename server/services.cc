@@ -198,6 +198,63 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerConte
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
+                                                       const v1::CheckpointRequest* request,
+                                                       v1::CheckpointResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = store_->Checkpoint(request->directory());
+  if (status.ok()) {
+    response->set_directory(request->directory());
+    response->set_checkpoint_ms(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    log::Info("checkpoint_written", {{"directory", request->directory()}});
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetUserState(
+    grpc::CallbackServerContext* context, const v1::GetUserStateRequest* request,
+    v1::GetUserStateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
+  absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
+  if (status.ok()) {
+    absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser(request->user_id());
+    absl::StatusOr<std::optional<PurchaseSummary>> purchases =
+        store_->GetPurchases(request->user_id());
+    absl::StatusOr<UserFatigueRecord> fatigue = store_->GetUserFatigue(request->user_id());
+    if (!user.ok()) status = user.status();
+    else if (!purchases.ok()) status = purchases.status();
+    else if (!fatigue.ok()) status = fatigue.status();
+    if (status.ok()) {
+      response->set_has_features(user->has_value());
+      if (purchases->has_value()) {
+        response->set_has_purchases(true);
+        response->set_first_purchase_day((*purchases)->first_purchase_day);
+        response->set_last_purchase_day((*purchases)->last_purchase_day);
+        response->set_repeat_days((*purchases)->repeat_days);
+        response->set_repeat_spend_sum((*purchases)->repeat_spend_sum);
+      }
+      for (const OfferFatigueEntry& e : fatigue->offers) {
+        v1::OfferState* o = response->add_offers();
+        o->set_offer_id(e.offer_id);
+        int64_t impressions = 0;
+        for (const ImpressionBucket& b : e.impressions) impressions += b.count;
+        o->set_impressions(impressions);
+        o->set_last_dismiss_ms(e.last_dismiss_ms);
+        o->set_last_redeem_ms(e.last_redeem_ms);
+      }
+      response->set_shown_today(DayStateOf(*fatigue, clock_->NowMs()).offers_served_today);
+    }
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
                                                       const v1::GetStatusRequest* /*request*/,
                                                       v1::GetStatusResponse* response) {

@@ -9,6 +9,7 @@
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/event_applier.h"
 #include "server/recommender.h"
+#include "server/clock.h"
 #include "server/server_metrics.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
@@ -52,9 +53,9 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   // `admin_token`: when non-empty, every call must carry "authorization: Bearer <token>".
-  AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, int64_t started_at_ms,
-                   std::string admin_token)
-      : snapshots_(snapshots), store_(store), started_at_ms_(started_at_ms),
+  AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
+                   int64_t started_at_ms, std::string admin_token)
+      : snapshots_(snapshots), store_(store), clock_(clock), started_at_ms_(started_at_ms),
         admin_token_(std::move(admin_token)) {}
 
   grpc::ServerUnaryReactor* LoadSnapshot(grpc::CallbackServerContext* context,
@@ -75,6 +76,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ForgetUser(grpc::CallbackServerContext* context,
                                        const v1::ForgetUserRequest* request,
                                        v1::ForgetUserResponse* response) override;
+  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* context,
+                                       const v1::CheckpointRequest* request,
+                                       v1::CheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* GetUserState(grpc::CallbackServerContext* context,
+                                         const v1::GetUserStateRequest* request,
+                                         v1::GetUserStateResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,
                                       v1::GetStatusResponse* response) override;
@@ -85,6 +92,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 
   SnapshotManager* const snapshots_;
   RocksDbStore* const store_;
+  const Clock* const clock_;
   const int64_t started_at_ms_;
   const std::string admin_token_;
 };

@@ -13,6 +13,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
 #include "absl/hash/hash.h"
@@ -529,6 +530,19 @@ absl::Status RocksDbStore::LoadOfferRuntimes() {
     offer_runtime_[it->key().ToString()] = runtime;
   }
   return FromRocks(it->status(), "offers scan");
+}
+
+absl::Status RocksDbStore::Checkpoint(const std::string& directory) {
+  if (directory.empty() || directory[0] != '/') {
+    return absl::InvalidArgumentError("checkpoint directory: must be an absolute path");
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocks(s, "checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // Flush first so the checkpoint needs no WAL replay.
+  return FromRocks(checkpoint->CreateCheckpoint(directory, /*log_size_for_flush=*/0),
+                   absl::StrCat("checkpoint into ", directory));
 }
 
 absl::Status RocksDbStore::ForgetUser(absl::string_view user_id) {

@@ -119,6 +119,10 @@ class RocksDbStore final : public FeatureStore {
                                                 std::optional<bool> paused,
                                                 std::optional<int64_t> budget);
 
+  // Writes a consistent checkpoint of the whole database into `directory` (which must not
+  // exist; its parent must). Opening it with Open() restores the state at this moment.
+  absl::Status Checkpoint(const std::string& directory);
+
   // Erases everything stored about a user: features, purchases, fatigue, dedupe markers.
   absl::Status ForgetUser(absl::string_view user_id);
 

@@ -57,6 +57,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS on --listen.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients of --listen must present a certificate it signed "
           "(mTLS).");
+ABSL_FLAG(double, degrade_below_ms, 2.0,
+          "When less than this is left of a Recommend call's deadline, serve the cheap fallback "
+          "ranking (eligible, uncapped cold-start candidates) and mark the response degraded.");
 ABSL_FLAG(std::string, log_level, "info", "Minimum log level: debug, info, warning, error.");
 ABSL_FLAG(double, drain_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish.");
@@ -112,6 +115,7 @@ int main(int argc, char** argv) {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.log_dir = absl::GetFlag(FLAGS_log_dir);
   options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  options.degrade_below = absl::Milliseconds(absl::GetFlag(FLAGS_degrade_below_ms));
   if (options.max_in_flight < 1) return Fail("--max_in_flight must be >= 1");
   if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
     absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);

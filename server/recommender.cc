@@ -102,7 +102,8 @@ Recommender::Recommender(const SnapshotManager* snapshots, RocksDbStore* store, 
     : snapshots_(snapshots), store_(store), clock_(clock), options_(std::move(options)) {}
 
 absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
-                                    v1::RecommendResponse* response) const {
+                                    v1::RecommendResponse* response, absl::Time deadline) const {
+  const bool degraded = deadline - absl::Now() < options_.degrade_below;
   StageTimer timer(options_.metrics);
   if (absl::Status s = ValidateRecommendRequest(request); !s.ok()) return s;
   const v1::Context& context = request.context();
@@ -141,12 +142,17 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   if (assignment.arm_index >= 0) {
     params = ApplyOverrides(params, options_.assignment.arms[assignment.arm_index].overrides);
   }
+  if (degraded) params.epsilon = 0;  // the fallback is greedy
 
-  // User state. Unknown user -> cold start, not an error.
+  // User state. Unknown user -> cold start, not an error. (The degraded path reads none.)
   const auto get_start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser(request.user_id());
+  absl::StatusOr<std::optional<UserRecord>> user =
+      degraded ? absl::StatusOr<std::optional<UserRecord>>(std::nullopt)
+               : store_->GetUser(request.user_id());
   if (!user.ok()) return absl::InternalError(absl::StrCat("feature store: ", user.status().message()));
-  absl::StatusOr<std::optional<PurchaseSummary>> purchases = store_->GetPurchases(request.user_id());
+  absl::StatusOr<std::optional<PurchaseSummary>> purchases =
+      degraded ? absl::StatusOr<std::optional<PurchaseSummary>>(std::nullopt)
+               : store_->GetPurchases(request.user_id());
   if (!purchases.ok()) {
     return absl::InternalError(absl::StrCat("feature store: ", purchases.status().message()));
   }
@@ -195,8 +201,11 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   // else the cold-start query.
   absl::Span<const float> query = bundle->cold_start_query();
   bool cold_start = !user_usable;
-  const BundleModels& models = bundle->models();
-  if (models.user_tower) {
+  const BundleModels no_models;
+  const BundleModels& models = degraded ? no_models : bundle->models();
+  if (degraded) {
+    cold_start = true;
+  } else if (models.user_tower) {
     if (ComputeUserEmbedding(*models.user_tower, encode(models.user_tower->sections),
                              &scratch.tower_input, &scratch.tower_scratch, &scratch.query)) {
       query = scratch.query;
@@ -207,12 +216,15 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
     cold_start = true;
   }
   response->set_cold_start(cold_start);
+  response->set_degraded(degraded);
   timer.End(Stage::kUserTower);
 
   // Retrieve.
   const int n = request.num_offers();
   const int k = std::max(n, bundle->manifest().policy.retrieval_k);
-  if (absl::Status s = bundle->retriever().Search(query, k, &scratch.candidates); !s.ok()) {
+  if (degraded) {
+    scratch.candidates = bundle->fallback_candidates();
+  } else if (absl::Status s = bundle->retriever().Search(query, k, &scratch.candidates); !s.ok()) {
     return absl::InternalError(absl::StrCat("retrieval: ", s.message()));
   }
   info.candidates_retrieved = static_cast<int>(scratch.candidates.size());
@@ -222,7 +234,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   if (models.uplift) scratch.uplift.Begin(*models.uplift, encode(models.uplift->sections));
   double clv = 0, p_alive = 0;
   const ClvSpec& clv_spec = bundle->manifest().clv;
-  if (clv_spec.present && purchase_summary != nullptr) {
+  if (clv_spec.present && purchase_summary != nullptr && !degraded) {
     absl::StatusOr<std::optional<RfmWeeks>> rfm = RfmFromPurchaseSummary(*purchase_summary, now_day);
     if (rfm.ok() && rfm->has_value()) {
       ClvModel clv_model;

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "core/assignment.h"
 #include "core/eligibility.h"
 #include "offerd/v1/offer_service.pb.h"
@@ -38,6 +39,10 @@ class Recommender {
     PolicyOverrides global_overrides;  // applied over the bundle's defaults, before the arm's
     bool trust_client_time = false;  // use Context.timestamp_ms (replays, tests)
     ServerMetrics* metrics = nullptr;  // optional
+    // When less than this is left of a call's deadline, a cheaper ranking serves: the bundle's
+    // precomputed cold-start candidates, filtered by eligibility, caps and cooldowns, greedy,
+    // no models; the response says `degraded`.
+    absl::Duration degrade_below = absl::Milliseconds(2);
     // Called once per decision after the response is complete (decision log).
     std::function<void(const v1::RecommendRequest&, const v1::RecommendResponse&,
                        const DecisionInfo&)>
@@ -49,8 +54,8 @@ class Recommender {
 
   // Fills `response`. INVALID_ARGUMENT for bad input, UNAVAILABLE when no bundle is loaded,
   // INTERNAL for storage or index failures.
-  absl::Status Recommend(const v1::RecommendRequest& request,
-                         v1::RecommendResponse* response) const;
+  absl::Status Recommend(const v1::RecommendRequest& request, v1::RecommendResponse* response,
+                         absl::Time deadline = absl::InfiniteFuture()) const;
 
   const Options& options() const { return options_; }
 

@@ -136,6 +136,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   recommender_options.global_overrides = policy_config.overrides;
   recommender_options.trust_client_time = options.trust_client_time;
   recommender_options.metrics = server->metrics_.get();
+  recommender_options.degrade_below = options.degrade_below;
   if (JsonlLogWriter* log = server->decision_log_.get(); log != nullptr) {
     recommender_options.on_decision = [log](const v1::RecommendRequest& request,
                                             const v1::RecommendResponse& response,

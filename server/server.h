@@ -47,6 +47,7 @@ class OfferdServer {
     std::string log_dir;             // decision and event logs; "" = not written
     std::string admin_token;         // required on admin calls when non-empty
     int max_in_flight = 256;         // OfferService calls beyond this are shed
+    absl::Duration degrade_below = absl::Milliseconds(2);  // see Recommender::Options
     // TLS on the public port: PEM certificate chain and key (both or neither); with a client
     // CA, clients must present a certificate it signed (mTLS).
     std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;

@@ -67,7 +67,9 @@ grpc::ServerUnaryReactor* OfferServiceImpl::Recommend(grpc::CallbackServerContex
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Admit(context, Rpc::kRecommend, reactor, start)) return reactor;
-  Finish(Rpc::kRecommend, reactor, recommender_->Recommend(*request, response), start, true);
+  Finish(Rpc::kRecommend, reactor,
+         recommender_->Recommend(*request, response, absl::FromChrono(context->deadline())),
+         start, true);
   return reactor;
 }
 

@@ -244,6 +244,12 @@ absl::StatusOr<std::shared_ptr<const Bundle>> Bundle::Load(const std::string& di
   bundle->memory_bytes_ = (*retriever)->memory_bytes() +
                           static_cast<int64_t>(bundle->offers_.size()) * 256;
   bundle->retriever_ = std::move(*retriever);
+  if (absl::Status s = bundle->retriever_->Search(
+          bundle->cold_start_query_, std::max(m.policy.retrieval_k, 100),
+          &bundle->fallback_candidates_);
+      !s.ok()) {
+    return fail("index", s);
+  }
   return std::shared_ptr<const Bundle>(std::move(bundle));
 }
 

@@ -50,6 +50,9 @@ class Bundle {
   const BundleModels& models() const { return models_; }
   // Worst relative error of the golden cases re-computed at load (0 without golden cases).
   double golden_max_relative_error() const { return golden_max_relative_error_; }
+  // The cold-start ranking (top offers for the cold-start query), computed at load: the
+  // candidates of the degraded path when too little of a request's deadline is left.
+  const std::vector<Candidate>& fallback_candidates() const { return fallback_candidates_; }
   // A few offer embeddings sampled at load, used as realistic warm-up queries.
   const std::vector<std::vector<float>>& warmup_queries() const { return warmup_queries_; }
   // Approximate bytes held (index vectors and catalog).
@@ -65,6 +68,7 @@ class Bundle {
   std::unique_ptr<CandidateRetriever> retriever_;
   std::vector<float> cold_start_query_;
   std::vector<std::vector<float>> warmup_queries_;
+  std::vector<Candidate> fallback_candidates_;
   absl::flat_hash_map<std::string, int32_t> offer_index_;
   int64_t memory_bytes_ = 0;
 };

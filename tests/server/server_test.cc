@@ -110,6 +110,24 @@ TEST_F(ServerTest, RecommendReturnsTheExactTopNForAKnownUser) {
   }
 }
 
+TEST_F(ServerTest, ShortDeadlineGetsTheDegradedFallback) {
+  options_.degrade_below = absl::Seconds(30);  // every call with a 10 s deadline degrades
+  StartServer();
+  v1::RecommendRequest request = Request("u00003", 4);
+  request.set_explain(true);
+  v1::RecommendResponse response;
+  ASSERT_TRUE(Recommend(request, &response).ok());
+  EXPECT_TRUE(response.degraded());
+  EXPECT_TRUE(response.cold_start());
+  EXPECT_EQ(response.offers_size(), 4);
+  // A call without a deadline ranks fully.
+  grpc::ClientContext context;
+  v1::RecommendResponse full;
+  ASSERT_TRUE(stub_->Recommend(&context, request, &full).ok());
+  EXPECT_FALSE(full.degraded());
+  EXPECT_FALSE(full.cold_start());
+}
+
 TEST_F(ServerTest, UnknownUserGetsColdStartOffers) {
   StartServer();
   v1::RecommendResponse response;

@@ -17,6 +17,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "uplift": ("offline.uplift", "train and evaluate uplift models (synthetic or Hillstrom)"),
     "train": ("offline.train", "train the two-tower retrieval model"),
     "evaluate": ("offline.evaluate", "evaluate ranking policies against simulator ground truth"),
+    "logs": ("offline.logs_report", "lift vs holdout and IPS policy value from decision/event logs"),
 }
 
 

@@ -1,0 +1,212 @@
+"""Tests of the IPS estimators (``offline/ips.py``) and the policy evaluation job
+(``offline evaluate``) on a small synthetic world."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from offline import evaluate as ev
+from offline.ips import ips_difference, ips_value
+from offline.uplift_models import DenseLayer, FeatureSpec, mlp_forward
+
+from .conftest import run_job
+
+# ---------------------------------------------------------------------------------------------
+# IPS
+
+
+def _bandit(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """Contextual bandit fixture: 2 contexts x 3 actions, logging propensities depend on the
+    context, Bernoulli rewards with known means; target: action 2 in context 0, action 0 in 1."""
+    means = np.array([[0.10, 0.30, 0.60], [0.50, 0.20, 0.05]])
+    logging = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    target_action = np.array([2, 0])
+    ctx = rng.integers(0, 2, n)
+    u = rng.random(n)[:, None]
+    action = (u > np.cumsum(logging[ctx], axis=1)).sum(axis=1)
+    reward = (rng.random(n) < means[ctx, action]).astype(np.float64)
+    mu = logging[ctx, action]
+    pi = (action == target_action[ctx]).astype(np.float64)
+    truth = float(np.mean(means[np.arange(2), target_action]))  # contexts are equally likely
+    return reward, mu, pi, ctx, truth
+
+
+def test_ips_of_the_logging_policy_is_the_logged_mean() -> None:
+    rng = np.random.default_rng(1)
+    reward, mu, _, _, _ = _bandit(rng, 5000)
+    est = ips_value(reward, mu, mu)
+    assert est.estimate == pytest.approx(reward.mean(), abs=1e-12)
+    assert est.snips == pytest.approx(reward.mean(), abs=1e-12)
+    assert est.effective_sample_size == pytest.approx(reward.size)
+    value, lo, hi = est  # unpacks as (estimate, ci_low, ci_high)
+    assert lo < value < hi
+
+
+def test_ips_confidence_intervals_cover_the_truth() -> None:
+    rng = np.random.default_rng(2)
+    reward, mu, pi, _, truth = _bandit(rng, 20_000)
+    est = ips_value(reward, mu, pi)
+    assert est.ci_low <= truth <= est.ci_high
+    assert est.snips_ci_low <= truth <= est.snips_ci_high
+    assert est.matched == int((pi > 0).sum())
+    # nominal coverage over many logs (95% CI: binomial(300, 0.95) is >= 0.90 w.p. > 0.999)
+    covered = np.zeros(2)
+    for _ in range(300):
+        r, m, p, _, t = _bandit(rng, 2_000)
+        e = ips_value(r, m, p)
+        covered += [e.ci_low <= t <= e.ci_high, e.snips_ci_low <= t <= e.snips_ci_high]
+    assert np.all(covered / 300 >= 0.90), covered / 300
+
+
+def test_ips_difference_is_the_paired_difference_of_two_values() -> None:
+    rng = np.random.default_rng(3)
+    reward, mu, pi, ctx, truth = _bandit(rng, 20_000)
+    baseline = (ctx == 0) & (mu == 0.6)  # "always action 0" in context 0 only, as a second policy
+    pb = np.where(ctx == 0, baseline, 0.0).astype(np.float64)
+    diff = ips_difference(reward, mu, pi, pb)
+    a, b = ips_value(reward, mu, pi), ips_value(reward, mu, pb)
+    assert diff.estimate == pytest.approx(a.estimate - b.estimate)
+    assert diff.snips == pytest.approx(a.snips - b.snips)
+    truth_b = 0.5 * 0.10  # action 0 in context 0 (reward 0.10), nothing in context 1
+    assert diff.ci_low <= truth - truth_b <= diff.ci_high
+
+
+def test_ips_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        ips_value([1.0, 0.0], [0.5], [1.0, 0.0])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        ips_value([1.0, 0.0], [0.5, 0.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="no rows"):
+        ips_value([], [], [])
+
+
+# ---------------------------------------------------------------------------------------------
+# policy evaluation
+
+
+def test_uplift_scores_split_first_layer_equals_the_dense_head() -> None:
+    rng = np.random.default_rng(4)
+    user = [FeatureSpec("age", "numeric", 40.0, 10.0), FeatureSpec("tier", "categorical", vocabulary=("a", "b"))]
+    offer = [FeatureSpec("category", "categorical", vocabulary=("x", "y")), FeatureSpec("margin", "numeric", 5, 2)]
+    ctx = [FeatureSpec("channel", "categorical", vocabulary=("web",))]
+    width = {"user": 4, "offer": 4, "context": 2}
+
+    def head(inputs: list[str]) -> list[DenseLayer]:
+        d = sum(width[s] for s in inputs)
+        return [DenseLayer(rng.normal(size=(6, d)), rng.normal(size=6), "relu"),
+                DenseLayer(rng.normal(size=(1, 6)), rng.normal(size=1), "sigmoid")]
+
+    model = ev.UpliftHeads(Path("."), {"user": user, "context": ctx, "offer": offer}, ["user", "context"],
+                           ["offer", "user", "context"], head(["user", "context"]),
+                           head(["offer", "user", "context"]), "x")
+    frames = {"user": pd.DataFrame({"age": [20.0, 55.0, None], "tier": ["a", "b", "zzz"]}),
+              "context": pd.DataFrame({"channel": ["web", "app", "web"]})}
+    offers = pd.DataFrame({"category": ["x", "y"], "margin": [3.0, 9.0]})
+    p0, p1 = ev.uplift_scores(model, frames, 3, offers)
+    from offline.uplift_models import encode_section
+
+    xu, xc, xo = (encode_section(user, frames["user"]), encode_section(ctx, frames["context"]),
+                  encode_section(offer, offers))
+    want0 = mlp_forward(model.p0_layers, np.concatenate([xu, xc], axis=1)).ravel()
+    assert np.allclose(p0, want0, rtol=1e-6)
+    for j in range(2):
+        x = np.concatenate([np.repeat(xo[j:j + 1], 3, axis=0), xu, xc], axis=1)
+        assert np.allclose(p1[:, j], mlp_forward(model.p1_layers, x).ravel(), rtol=1e-5, atol=1e-7)
+
+
+def test_top_n_and_slate_sums() -> None:
+    scores = np.array([[3.0, 1.0, 2.0, 5.0], [1.0, 1.0, 1.0, 1.0]])
+    allowed = np.array([[True, True, True, False], [False, True, False, False]])
+    choice = ev.top_n(scores, allowed, 2)
+    assert choice.tolist() == [[0, 2], [1, -1]]
+    (total,) = ev.slate_sums(choice, scores)
+    assert total.tolist() == [5.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def evaluated(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("evaluate") / "e"
+    result = run_job("evaluate", "--world", world_dir, "--out", out, "--page-views", "400",
+                     "--uplift-arg=--epochs=3", "--uplift-arg=--hidden=8")
+    assert result.code == 0, result.err
+    return out, json.loads((out / "evaluate.json").read_text())
+
+
+def test_evaluate_writes_json_markdown_and_chart(evaluated: tuple) -> None:
+    out, doc = evaluated
+    assert (out / "evaluate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "evaluate.md").read_text()
+    for name in ev.POLICIES:
+        assert f"| {name} |" in md
+    assert set(doc["average"]["policies"]) == set(ev.POLICIES)
+    world = doc["worlds"][0]["result"]
+    assert world["page_views"] == 400 and world["uplift_trained_here"] is True
+    assert (Path(world["uplift_model"])).is_file()
+
+
+def test_oracle_is_an_upper_bound_and_no_offer_is_zero(evaluated: tuple) -> None:
+    _, doc = evaluated
+    pol = doc["worlds"][0]["result"]["policies"]
+    assert pol["no_offer"]["profit_per_1000"] == 0.0 and pol["no_offer"]["mean_slate_size"] == 0.0
+    for name in ev.POLICIES:
+        assert pol["oracle"]["profit_per_1000"] >= pol[name]["profit_per_1000"] - 1e-9, name
+    assert pol["oracle"]["profit_per_1000"] > 0
+    for name in ("response_only", "popularity", "random", "ours_no_gate"):
+        assert pol[name]["mean_slate_size"] == pytest.approx(3.0, abs=0.5)  # always fills N when it can
+    assert pol["oracle"]["share_of_oracle"] == pytest.approx(1.0)
+
+
+def test_ips_self_check_and_estimate_are_reported(evaluated: tuple) -> None:
+    _, doc = evaluated
+    ips = doc["worlds"][0]["result"]["ips"]
+    assert ips["logging_policy_self_check"]["equal"] is True
+    assert ips["action_set_reconstruction"]["propensity_consistent_share"] > 0.9  # offers never drawn are missed
+    est = ips["incremental_value_ours"]
+    assert est["ips_ci"][0] <= est["ips"] <= est["ips_ci"][1]
+    assert np.isfinite(ips["truth_ours_per_1000"])
+
+
+def test_load_uplift_model_from_a_bundle_manifest(evaluated: tuple, tmp_path: Path) -> None:
+    _, doc = evaluated
+    src = Path(doc["worlds"][0]["result"]["uplift_model"]).parent
+    bundle = tmp_path / "bundle"
+    shutil.copytree(src, bundle)
+    frag = json.loads((bundle / "uplift_manifest_fragment.json").read_text())
+    (bundle / "uplift_manifest_fragment.json").unlink()
+    (bundle / "MANIFEST.json").write_text(json.dumps({"format": "offerd-bundle", **frag}))
+    model = ev.load_uplift_model(bundle)
+    assert model.p1_inputs[-1] == "offer" and model.feature_schema_id == frag["feature_schema"]["id"]
+    with pytest.raises(Exception, match="models.uplift"):
+        ev.load_uplift_model(tmp_path)
+
+
+def test_bad_input_exits_2_naming_the_file_and_problem(world_dir: Path, tmp_path: Path) -> None:
+    none = run_job("evaluate", "--out", tmp_path / "o")
+    assert none.code == 2 and "--world" in none.err
+
+    w = tmp_path / "w"
+    shutil.copytree(world_dir, w)
+    log = pd.read_csv(w / "campaign_log.csv", dtype=str)
+    log.drop(columns=["propensity"]).to_csv(w / "campaign_log.csv", index=False)
+    r = run_job("evaluate", "--world", w, "--out", tmp_path / "o1")
+    assert r.code == 2 and "campaign_log.csv" in r.err and "propensity" in r.err
+
+    bad = log.copy()
+    bad.loc[5, "propensity"] = "0"
+    bad.to_csv(w / "campaign_log.csv", index=False)
+    r = run_job("evaluate", "--world", w, "--out", tmp_path / "o2")
+    assert r.code == 2 and "column propensity" in r.err and "data row 6" in r.err
+
+    log.to_csv(w / "campaign_log.csv", index=False)
+    shutil.rmtree(w / "ground_truth")
+    r = run_job("evaluate", "--world", w, "--out", tmp_path / "o3")
+    assert r.code == 2 and "truth.json" in r.err
+
+    r = run_job("evaluate", "--world", world_dir, "--world", world_dir, "--uplift-model", tmp_path,
+                "--out", tmp_path / "o4")
+    assert r.code == 2 and "--uplift-model" in r.err

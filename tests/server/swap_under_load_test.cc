@@ -15,6 +15,8 @@
 #include "offerd/v1/admin_service.grpc.pb.h"
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/clock.h"
+#include "server/recommender.h"
+#include "store/rocksdb_store.h"
 #include "server/server.h"
 #include "server/snapshot_manager.h"
 #include "tests/test_util/bundle_writer.h"
@@ -140,6 +142,87 @@ TEST(SwapUnderLoadTest, NoFailedCallsAndVersionsNeverGoBackwards) {
   EXPECT_GE(status.loads_ok, kSwaps + 1);  // the watcher may also load an admin-loaded version
   EXPECT_EQ(status.loads_failed, 0);
   RecordProperty("recommend_calls", static_cast<int>(total));
+}
+
+}  // namespace
+}  // namespace offerd
+
+namespace offerd {
+namespace {
+
+// The same swap-under-load, in process: threads call the Recommender directly while the
+// watcher and explicit loads swap bundles. No gRPC transport is involved, so this one also
+// runs under ThreadSanitizer (Debian's gRPC is not TSan-instrumented; see scripts/tsan.supp).
+TEST(SwapUnderLoadInProcessTest, NoFailedCallsAndVersionsNeverGoBackwards) {
+  testing::TempDir tmp;
+  testing::TestWorld world;
+  world.num_offers = 300;
+  world.dim = 16;
+  std::filesystem::create_directories(tmp.Join("snapshots"));
+  world.PublishBundle(tmp.Join("snapshots"), "v01");
+  world.WriteUsers(tmp.Join("users.jsonl"));
+  RocksDbStore::Options store_options;
+  store_options.path = tmp.Join("db");
+  absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(store_options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->IngestUsersFile(tmp.Join("users.jsonl")).ok());
+  SystemClock clock;
+  SnapshotManager::Options snapshot_options;
+  snapshot_options.snapshot_root = tmp.Join("snapshots");
+  snapshot_options.poll_interval = absl::Milliseconds(5);
+  absl::StatusOr<std::unique_ptr<SnapshotManager>> snapshots =
+      SnapshotManager::Create(snapshot_options, &clock);
+  ASSERT_TRUE(snapshots.ok()) << snapshots.status();
+  Recommender::Options options;
+  options.assignment.holdout_fraction = 0;
+  Recommender recommender(snapshots->get(), store->get(), &clock, options);
+
+  constexpr int kThreads = 4;
+  std::atomic<bool> stop{false};
+  std::vector<ClientReport> reports(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string last;
+      for (int i = 0; !stop.load(); ++i) {
+        v1::RecommendRequest request;
+        request.set_user_id(world.UserId((i * kThreads + t) % 3000));
+        request.set_num_offers(3);
+        v1::RecommendResponse response;
+        absl::Status status = recommender.Recommend(request, &response);
+        if (!status.ok()) {
+          if (reports[t].failed++ == 0) reports[t].first_error = std::string(status.message());
+          continue;
+        }
+        ++reports[t].ok;
+        if (response.snapshot_version() < last) ++reports[t].backwards;
+        last = response.snapshot_version();
+      }
+    });
+  }
+  for (int i = 2; i <= 9; ++i) {
+    const std::string version = absl::StrFormat("v%02d", i);
+    testing::TestWorld next = world;
+    next.seed = 200 + i;
+    next.PublishBundle(tmp.Join("snapshots"), version);
+    if (i % 2 == 0) {
+      ASSERT_TRUE((*snapshots)->LoadVersion(version).ok());
+      ASSERT_TRUE((*snapshots)->Unpin().ok());
+    } else {
+      const absl::Time deadline = absl::Now() + absl::Seconds(60);
+      while ((*snapshots)->Pin()->version() != version && absl::Now() < deadline) {
+        absl::SleepFor(absl::Milliseconds(2));
+      }
+      ASSERT_EQ((*snapshots)->Pin()->version(), version);
+    }
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  for (const ClientReport& r : reports) {
+    EXPECT_EQ(r.failed, 0) << r.first_error;
+    EXPECT_EQ(r.backwards, 0);
+    EXPECT_GT(r.ok, 0);
+  }
 }
 
 }  // namespace

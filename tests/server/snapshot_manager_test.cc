@@ -1,13 +1,15 @@
 #include "server/snapshot_manager.h"
 
 #include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/notification.h"
 #include "tests/test_util/bundle_writer.h"
 #include "tests/test_util/temp_dir.h"
 
@@ -42,46 +44,45 @@ class SnapshotManagerTest : public ::testing::Test {
 
 TEST_F(SnapshotManagerTest, RetiredBundleIsDestroyedOnTheLoaderThreadAfterItsLastRequest) {
   world_.PublishBundle(tmp_.path(), "v1");
-  absl::Mutex mu;
+  // Standard-library synchronisation in this test so ThreadSanitizer can check it.
+  std::mutex mu;
+  std::condition_variable destroyed_cv;
   std::vector<std::pair<std::string, std::thread::id>> destroyed;
   SnapshotManager::Options options;
   options.on_bundle_destroyed = [&](const std::string& version) {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     destroyed.push_back({version, std::this_thread::get_id()});
+    destroyed_cv.notify_all();
   };
   std::unique_ptr<SnapshotManager> manager = Create(options);
   ASSERT_NE(manager, nullptr);
 
   // A "request" pins v1 and holds it while v2 is published.
-  absl::Notification pinned, release, released;
+  std::promise<void> pinned_promise, release_promise;
+  std::future<void> pinned = pinned_promise.get_future(), release = release_promise.get_future();
   std::thread::id request_thread;
   std::thread request([&] {
     request_thread = std::this_thread::get_id();
     std::shared_ptr<const Bundle> bundle = manager->Pin("some-user");
     EXPECT_EQ(bundle->version(), "v1");
-    pinned.Notify();
-    release.WaitForNotification();
+    pinned_promise.set_value();
+    release.wait();
     bundle.reset();  // the last reference to v1 goes away on the request thread
-    released.Notify();
   });
-  pinned.WaitForNotification();
+  pinned.wait();
   world_.PublishBundle(tmp_.path(), "v2");
   ASSERT_TRUE(manager->LoadVersion("v2").ok());
   EXPECT_EQ(Version(*manager), "v2");
   {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     EXPECT_TRUE(destroyed.empty()) << "v1 destroyed while a request still held it";
   }
-  release.Notify();
-  released.WaitForNotification();
+  release_promise.set_value();
   request.join();
-  const auto v1_destroyed = [&] {
-    mu.AssertReaderHeld();
-    return !destroyed.empty();
-  };
   {
-    absl::MutexLock lock(&mu);
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&v1_destroyed), absl::Seconds(30)));
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(destroyed_cv.wait_for(lock, std::chrono::seconds(30),
+                                      [&] { return !destroyed.empty(); }));
     EXPECT_EQ(destroyed[0].first, "v1");
     EXPECT_EQ(destroyed[0].second, manager->loader_thread_id());
     EXPECT_NE(destroyed[0].second, request_thread);

@@ -151,8 +151,7 @@ namespace offerd {
 namespace {
 
 // The same swap-under-load, in process: threads call the Recommender directly while the
-// watcher and explicit loads swap bundles. No gRPC transport is involved, so this one also
-// runs under ThreadSanitizer (Debian's gRPC is not TSan-instrumented; see scripts/tsan.supp).
+// watcher and explicit loads swap bundles, without the gRPC transport in between.
 TEST(SwapUnderLoadInProcessTest, NoFailedCallsAndVersionsNeverGoBackwards) {
   testing::TempDir tmp;
   testing::TestWorld world;

@@ -70,15 +70,21 @@ void AssembleHeadInput(const MlpHead& head, const EncodedSections& sections,
   }
 }
 
-bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& sections,
-                          std::vector<float>* input, std::vector<float>* scratch,
-                          std::vector<float>* embedding) {
+void UserTowerForward(const UserTowerModel& model, const EncodedSections& sections,
+                      std::vector<float>* input, std::vector<float>* scratch,
+                      std::vector<float>* output) {
   const Mlp& mlp = model.embedding.mlp;
   input->resize(static_cast<size_t>(mlp.input_dim()));
   scratch->resize(static_cast<size_t>(mlp.scratch_size()));
-  embedding->resize(static_cast<size_t>(mlp.output_dim()));
+  output->resize(static_cast<size_t>(mlp.output_dim()));
   AssembleHeadInput(model.embedding, sections, absl::MakeSpan(*input));
-  mlp.Forward(*input, absl::MakeSpan(*embedding), absl::MakeSpan(*scratch));
+  mlp.Forward(*input, absl::MakeSpan(*output), absl::MakeSpan(*scratch));
+}
+
+bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& sections,
+                          std::vector<float>* input, std::vector<float>* scratch,
+                          std::vector<float>* embedding) {
+  UserTowerForward(model, sections, input, scratch, embedding);
   return L2NormalizeInPlace(absl::MakeSpan(*embedding));
 }
 

@@ -69,6 +69,12 @@ absl::Status ValidateHead(const char* name, const MlpHead& head, const ModelSect
 // Concatenates the head's input sections into `out` (head.mlp.input_dim() floats).
 void AssembleHeadInput(const MlpHead& head, const EncodedSections& sections, absl::Span<float> out);
 
+// Evaluates the user tower's MLP on `sections` into `output` (before normalisation: what the
+// golden cases hold). `input` and `scratch` are caller-owned buffers, resized as needed.
+void UserTowerForward(const UserTowerModel& model, const EncodedSections& sections,
+                      std::vector<float>* input, std::vector<float>* scratch,
+                      std::vector<float>* output);
+
 // Evaluates the user tower on `sections` and L2-normalises the result into `embedding`
 // (resized to the head's output_dim). `input` and `scratch` are caller-owned buffers, resized
 // as needed. Returns false when the output cannot be normalised (zero or not finite).

@@ -443,7 +443,8 @@ absl::Status VerifyGoldenJson(const BundleModels& models, const json& golden,
           return FieldError(where, "outputs.embedding missing");
         }
         std::vector<float> input, scratch, embedding;
-        ComputeUserEmbedding(*models.user_tower, *encoded, &input, &scratch, &embedding);
+        // The golden outputs are the MLP's, before the service's L2 normalisation.
+        UserTowerForward(*models.user_tower, *encoded, &input, &scratch, &embedding);
         if (want->size() != embedding.size()) {
           return FieldError(where, absl::StrCat("embedding has ", want->size(), " values, the tower outputs ",
                                                 embedding.size()));

@@ -15,11 +15,17 @@ schema     the bundle's user feature schema -> ``DIR/feature_schema.json`` (the 
            model job must train on)
 clv        BG/NBD + Gamma-Gamma fit on all transactions before the as-of date -> ``DIR/clv/``
 cohorts    monthly cohort retention/revenue and CLV by acquisition source -> ``DIR/cohorts/``
-uplift     uplift heads -> ``DIR/uplift/`` and a bundle fragment in ``DIR/uplift/bundle``
 train      two-tower embeddings and user tower -> ``DIR/train/`` (a bundle fragment too)
+uplift     uplift heads -> ``DIR/uplift/`` and a bundle fragment in ``DIR/uplift/bundle``; when
+           train succeeded, p1 reads the ``retrieval_score`` of its embeddings
+           (``--embeddings-from DIR/train``)
 export     bundle ``ROOT/<version>/`` + ``DIR/users.jsonl``; picks up ``DIR/train/*_embeddings.npy``
            and ``DIR/uplift/bundle`` when those steps succeeded in this build
-evaluate   policy evaluation (skipped until wired / present)
+evaluate   the exported bundle's uplift model and policy against the world's ground truth ->
+           ``DIR/evaluate/`` (``offline evaluate --uplift-model <bundle>``) on
+           :data:`EVALUATE_PAGE_VIEWS` page views (lighter than the job's default 20,000; the
+           ``--step-arg evaluate=--page-views=N`` flag changes it); skipped when the bundle has no
+           uplift model
 =========  ========================================================================
 
 A step whose module does not exist yet, or that is not wired (``argv`` is None), is skipped
@@ -100,6 +106,7 @@ class Step:
     func: Callable[[BuildContext], dict[str, Any]] | None = None
     required: bool = False
     outputs: Callable[[BuildContext], list[Path]] | None = None  # removed before the step runs
+    skip_if: Callable[[BuildContext], str | None] | None = None  # a reason to skip, decided at run time
 
 
 def _synth_argv(ctx: BuildContext) -> list[str]:
@@ -132,8 +139,12 @@ def _cohorts_argv(ctx: BuildContext) -> list[str]:
 
 
 def _uplift_argv(ctx: BuildContext) -> list[str]:
-    return ["--dataset", "synth", "--world", str(ctx.world), "--out", str(ctx.uplift_dir),
-            "--export-dir", str(ctx.uplift_dir / "bundle"), "--feature-schema", str(ctx.schema_path)]
+    argv = ["--dataset", "synth", "--world", str(ctx.world), "--out", str(ctx.uplift_dir),
+            "--export-dir", str(ctx.uplift_dir / "bundle"), "--feature-schema", str(ctx.schema_path),
+            "--threads", "1"]
+    if ctx.status.get("train") == "ok" and (ctx.train_dir / "user_tower_manifest_fragment.json").is_file():
+        argv += ["--embeddings-from", str(ctx.train_dir)]  # the embeddings export puts into the bundle
+    return argv
 
 
 def _train_argv(ctx: BuildContext) -> list[str]:
@@ -154,16 +165,34 @@ def _export_argv(ctx: BuildContext) -> list[str]:
     return argv
 
 
+EVALUATE_PAGE_VIEWS = 5000
+
+
+def _evaluate_argv(ctx: BuildContext) -> list[str]:
+    bundle = ctx.results.get("export", {}).get("bundle") or str(ctx.snapshot_root / ctx.version)
+    return ["--world", str(ctx.world), "--uplift-model", bundle, "--users-jsonl", str(ctx.users_jsonl),
+            "--out", str(ctx.out / "evaluate"), "--page-views", str(EVALUATE_PAGE_VIEWS)]
+
+
+def _evaluate_skip(ctx: BuildContext) -> str | None:
+    if ctx.status.get("export") != "ok":
+        return "no bundle exported"
+    if ctx.status.get("uplift") != "ok":
+        return "the bundle has no uplift model (uplift step did not succeed)"
+    return None
+
+
 # The pipeline. Append steps here; argv=None means "present but not wired into build yet".
 STEPS: list[Step] = [
     Step("synth", "offline.synth", argv=_synth_argv, required=True),
     Step("schema", "offline.export", func=_schema, required=True),
     Step("clv", "offline.clv", argv=_clv_argv, outputs=lambda c: [c.out / "clv"]),
     Step("cohorts", "offline.cohorts", argv=_cohorts_argv, outputs=lambda c: [c.out / "cohorts"]),
-    Step("uplift", "offline.uplift", argv=_uplift_argv, outputs=lambda c: [c.uplift_dir]),
     Step("train", "offline.train", argv=_train_argv, outputs=lambda c: [c.train_dir]),
+    Step("uplift", "offline.uplift", argv=_uplift_argv, outputs=lambda c: [c.uplift_dir]),
     Step("export", "offline.export", argv=_export_argv, required=True),
-    Step("evaluate", "offline.evaluate", argv=None),
+    Step("evaluate", "offline.evaluate", argv=_evaluate_argv, outputs=lambda c: [c.out / "evaluate"],
+         skip_if=_evaluate_skip),
 ]
 
 
@@ -181,6 +210,9 @@ def run_step(step: Step, ctx: BuildContext, logs: Path) -> dict[str, Any]:
         return {**record, "status": "skipped", "note": f"module {step.module} not present"}
     if step.func is None and step.argv is None:
         return {**record, "status": "skipped", "note": "not wired into offline/build.py yet"}
+    reason = step.skip_if(ctx) if step.skip_if is not None else None
+    if reason:
+        return {**record, "status": "skipped", "note": reason}
     for path in (step.outputs(ctx) if step.outputs else []):
         if path.is_dir():
             shutil.rmtree(path)
@@ -359,6 +391,26 @@ def _uplift_summary(path: Path) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def _uplift_calibration(path: Path) -> dict[str, Any]:
+    try:
+        model = json.loads(path.read_text(encoding="utf-8"))["models"]["converted"]
+        cal = model.get("calibration") or {}
+        return {"learner": model.get("exported_learner", "t_learner"), "shrink": cal.get("shrink_used"),
+                "min_ev": cal.get("min_ev_used")}
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return {}
+
+
+def _evaluate_summary(path: Path) -> dict[str, Any]:
+    """The per-world policy table of evaluate.json (empty if absent)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        world = doc["worlds"][0]["result"]
+        return {"n": doc["config"]["n"], "page_views": world["page_views"], "policies": world["policies"]}
+    except (OSError, KeyError, IndexError, TypeError, json.JSONDecodeError):
+        return {}
+
+
 def write_report(ctx: BuildContext, steps: list[dict[str, Any]], figures: dict[str, Any]) -> str:
     """Markdown report of the build."""
     synth = json.loads((ctx.world / "synth.json").read_text()) if (ctx.world / "synth.json").is_file() else {}
@@ -442,6 +494,20 @@ def write_report(ctx: BuildContext, steps: list[dict[str, Any]], figures: dict[s
         for name, row in uplift.items():
             lines.append(f"| {name} | {_fmt(row.get('qini'))} | {_fmt(row.get('uplift_at_10'))} | "
                          f"{_fmt(row.get('true_corr'), 3)} |")
+        cal = _uplift_calibration(ctx.uplift_dir / "uplift.json")
+        if cal:
+            lines += ["", f"Exported learner: {cal['learner']}; validated on out-of-fold logged rows of the training "
+                          f"users: uplift shrink {_fmt(cal.get('shrink'), 3)}, ROI gate min_ev "
+                          f"{_fmt(cal.get('min_ev'), 3)} (written to the bundle's policy)."]
+    evaluation = _evaluate_summary(ctx.out / "evaluate" / "evaluate.json")
+    if evaluation:
+        lines += ["", "## Policy evaluation (offline.evaluate on the bundle, ground truth)", "",
+                  f"True incremental profit per 1,000 page views, top-{evaluation['n']} offers, "
+                  f"{evaluation['page_views']} page views of held-out users:", "",
+                  "| policy | profit / 1,000 | +-95% | share of oracle |", "|---|---|---|---|"]
+        for name, row in evaluation["policies"].items():
+            lines.append(f"| {name} | {_fmt(row['profit_per_1000'], 1)} | {_fmt(1.96 * row['se_per_1000'], 1)} | "
+                         f"{_fmt(None if row.get('share_of_oracle') is None else 100 * row['share_of_oracle'], 1)}% |")
     other = [s["name"] for s in steps if s["status"] == "ok" and s["name"] not in ("synth", "schema", "export")]
     if other:
         lines += ["", "## Other steps", ""]

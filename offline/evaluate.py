@@ -11,8 +11,13 @@ Usage::
 already there with the same size). ``--uplift-model`` (one per world, in order) is an uplift export
 directory (``offline uplift --export-dir``: ``uplift_manifest_fragment.json`` + ``models/``), the
 ``offline uplift --out`` directory holding it in ``bundle/``, or a snapshot bundle (``MANIFEST.json``
-with ``models.uplift``); without it the uplift model is trained in-process with ``offline uplift``
-(``OUT/uplift/<world>/``) on the world's bundle feature schema.
+with ``models.uplift``; ``--users-jsonl`` when it reads ``retrieval_score`` without a user tower);
+without it the models are trained in-process as ``offline build`` does, on the world's bundle
+feature schema: the two-tower model (``offline train`` into ``OUT/uplift/<world>/train``, skipped
+with ``--no-retrieval``), then ``offline uplift --embeddings-from`` it (``OUT/uplift/<world>/``).
+A model whose p1 reads ``retrieval_score`` (docs/models-format.md) is scored with the embeddings
+it was trained with: the bundle's own, or the train directory its fragment records (checked
+against the recorded fingerprint).
 
 **Page views.** Rows of ``campaign_log.csv`` of the users the uplift job held out
 (``hash_fraction(user_id) < --test-fraction``, its split rule), sampled (``--page-views`` per
@@ -25,7 +30,8 @@ the service's filter stage.
 ===============  ================================================================================
 oracle           true EV = true uplift x (margin + beta x true CLV) - true p1 x cost, only EV > 0
 ours             model EV = model uplift x (margin + beta x CLV estimate) - model p1 x cost, only
-                 EV > 0 (the service's ROI gate with min_ev = 0; fatigue ignored)
+                 EV > min_ev (the service's ROI gate; min_ev = the model's validated policy.min_ev
+                 from its bundle or fragment, else 0, or ``--min-ev``; fatigue ignored)
 ours_no_gate     (diagnostic) top N by model EV without the gate
 uplift_only      (diagnostic) top N by model uplift, only uplift > 0, no economics
 response_only    top N by model p1 (the "most likely to redeem" targeting), always N
@@ -50,7 +56,7 @@ purchases strictly before that day (same margin rate, horizon and discount rate)
 **IPS.** On the log rows of the held-out users: the target policy is "ours" restricted to what
 the randomized logging policy could do on that row (no offer, or one offer of the row's campaign
 eligible for the row), so every action has a logged propensity; it shows its best offer when the
-model EV is > 0, else nothing. Reward of a row (observed): ``converted x (margin + beta x CLV) -
+model EV is > min_ev, else nothing. Reward of a row (observed): ``converted x (margin + beta x CLV) -
 redeemed x cost`` for the logged offer; a control row values its conversion with the margin of
 the offer the target policy would have shown (the EV formula's convention), so the incremental
 value is ``V(ours) - V(no offer)`` (:func:`offline.ips.ips_difference`, IPS and self-normalised
@@ -105,6 +111,8 @@ class EvalConfig:
     annual_discount_rate: float = 0.10
     chunk: int = 500
     seed: int = 0
+    min_ev: float | None = None  # ROI gate of "ours"; None = the model's policy.min_ev (else 0)
+    users_jsonl: str | None = None  # stored user embeddings of a bundle without a user tower
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +130,16 @@ class UpliftHeads:
     p0_layers: list[Any]
     p1_layers: list[Any]
     feature_schema_id: str
+    policy: dict[str, Any] = field(default_factory=dict)  # the bundle's / fragment's policy defaults
+    retrieval: dict[str, Any] | None = None  # the fragment's embeddings record (source, fingerprint)
+
+    @property
+    def bundle_root(self) -> Path | None:
+        """The bundle directory when the model was read from a MANIFEST.json."""
+        return self.source.parent if self.source.name == "MANIFEST.json" else None
+
+    def min_ev(self, override: float | None) -> float:
+        return float(override) if override is not None else float(self.policy.get("min_ev", 0.0))
 
 
 def _read_json(path: Path) -> Any:
@@ -164,7 +182,8 @@ def load_uplift_model(path: Path) -> UpliftHeads:
         p0_layers = load_mlp(heads["p0"], root)
         p1_layers = load_mlp(heads["p1"], root)
         return UpliftHeads(where, sections, list(heads["p0"]["inputs"]), list(heads["p1"]["inputs"]), p0_layers,
-                           p1_layers, str(schema.get("id", "")))
+                           p1_layers, str(schema.get("id", "")), dict(doc.get("policy") or {}),
+                           doc.get("retrieval"))
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise common.JobError(f"{where}: bad uplift model spec: {type(exc).__name__}: {exc}") from exc
 
@@ -258,16 +277,50 @@ def _section_frames(world: World, rows: pd.DataFrame, purchases: pd.DataFrame) -
     return {"user": users, "purchases": purchases.reset_index(drop=True), "context": context}
 
 
+def model_embeddings(model: UpliftHeads, world: World, users_jsonl: str | None) -> Any:
+    """The embeddings behind the model's ``retrieval`` section: the bundle's own (a model read
+    from a MANIFEST.json), else the ``--embeddings-from`` directory its uplift export recorded,
+    checked against the recorded fingerprint. None when the model has no retrieval section."""
+    from offline import retrieval
+
+    if "retrieval" not in model.sections:
+        return None
+    user_ids = world.data.users["user_id"].astype(str).tolist()
+    if model.bundle_root is not None:
+        return retrieval.load_embeddings(model.bundle_root, user_ids, users_jsonl)
+    record = model.retrieval or {}
+    if not record.get("source"):
+        raise common.JobError(f"{model.source}: the model reads a retrieval_score but its fragment records no "
+                              f"embeddings source; evaluate the bundle it was exported into instead")
+    emb = retrieval.load_embeddings(Path(record["source"]), user_ids, users_jsonl)
+    want = {k: v for k, v in record.items() if k != "source"}
+    if emb.fingerprint() != want:
+        raise common.JobError(f"{model.source}: the embeddings in {record['source']} changed since the model "
+                              f"was trained")
+    return emb
+
+
+def retrieval_matrix(emb: Any, world: World, rows: pd.DataFrame, offers: np.ndarray | None = None) -> np.ndarray:
+    """Retrieval scores [rows, offers] of the page views' queries (user features + context)."""
+    users = world.user_table.iloc[rows["user"].to_numpy()].reset_index(drop=True)
+    context = rows[["channel", "device", "page"]].reset_index(drop=True).astype(object)
+    queries = emb.queries(users, context, rows["user"].to_numpy())
+    return emb.score_matrix(queries, offers)
+
+
 def uplift_scores(model: UpliftHeads, frames: Mapping[str, Any], n_rows: int,
-                  offer_frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+                  offer_frame: pd.DataFrame, retrieval_scores: np.ndarray | None = None,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(p0 [rows], p1 [rows, offers]) of every row against every catalog offer.
 
-    The p1 head's first layer is split into the offer columns and the others, so the offer part
-    is computed once per offer and added (the sum equals the dense layer)."""
+    The p1 head's first layer is split into the offer columns, the retrieval column (with
+    ``retrieval_scores`` [rows, offers], the raw scores) and the others, so the offer part is
+    computed once per offer and added (the sum equals the dense layer). With ``allowed``
+    (bool [rows, offers]) the later layers run only on those pairs; the others get NaN."""
     from offline.uplift_models import apply_activation, encode_section, mlp_forward
 
     enc = {sec: encode_section(specs, frames.get(sec, {}), n_rows) for sec, specs in model.sections.items()
-           if sec != "offer"}
+           if sec not in ("offer", "retrieval")}
     if "offer" in model.sections:
         enc_offer = encode_section(model.sections["offer"], offer_frame, len(offer_frame))
     else:
@@ -276,17 +329,33 @@ def uplift_scores(model: UpliftHeads, frames: Mapping[str, Any], n_rows: int,
     first, rest = model.p1_layers[0], model.p1_layers[1:]
     cols, pos = {}, 0
     for sec in model.p1_inputs:
-        width = enc_offer.shape[1] if sec == "offer" else enc[sec].shape[1]
+        width = (enc_offer.shape[1] if sec == "offer" else 1 if sec == "retrieval" else enc[sec].shape[1])
         cols[sec] = slice(pos, pos + width)
         pos += width
-    row_part = sum((enc[s] @ first.weight[:, cols[s]].T for s in model.p1_inputs if s != "offer"),
+    row_part = sum((enc[s] @ first.weight[:, cols[s]].T for s in model.p1_inputs if s not in ("offer", "retrieval")),
                    start=np.zeros((n_rows, first.weight.shape[0]), np.float32))
     offer_part = (enc_offer @ first.weight[:, cols["offer"]].T if "offer" in cols
                   else np.zeros((len(offer_frame), first.weight.shape[0]), np.float32))
     z = (row_part[:, None, :] + offer_part[None, :, :] + first.bias).astype(np.float32)
+    if "retrieval" in cols:
+        if retrieval_scores is None:
+            raise ValueError("the model reads retrieval_score: give retrieval_scores")
+        (spec,) = model.sections["retrieval"]
+        r = np.asarray(retrieval_scores, dtype=np.float64)
+        if spec.transform == "log1p":
+            r = np.where(r > -1.0, np.log1p(np.where(r > -1.0, r, 0.0)), np.nan)
+        r = (r - spec.mean) / spec.std
+        r = np.where(np.isfinite(r), r, 0.0).astype(np.float32)
+        z = (z + r[:, :, None] * first.weight[:, cols["retrieval"]].reshape(-1)).astype(np.float32)
     h = apply_activation(z, first.activation)
+    if allowed is not None:
+        h = h[allowed]
     for layer in rest:
         h = apply_activation((h @ layer.weight.T + layer.bias).astype(np.float32), layer.activation)
+    if allowed is not None:
+        p1 = np.full(allowed.shape, np.nan)
+        p1[allowed] = h[..., 0]
+        return p0.astype(np.float64), p1
     return p0.astype(np.float64), h[..., 0].astype(np.float64)
 
 
@@ -318,12 +387,18 @@ class ClvModel:
 
 def fit_clv(world: World, cfg: EvalConfig) -> ClvModel:
     """BG/NBD + Gamma-Gamma on the purchases before the as-of date (offline.clv's fitters)."""
+    return fit_clv_data(world.data, cfg.clv_margin, cfg.clv_horizon_weeks, cfg.annual_discount_rate)
+
+
+def fit_clv_data(data: Any, margin: float = 0.2, horizon_weeks: float = 52.0,
+                 annual_discount_rate: float = 0.10) -> ClvModel:
+    """:func:`fit_clv` on an ``offline.export.WorldData`` (users, transactions, as_of_day)."""
     from offline import clv as clv_job
     from offline import export
 
-    base = export.purchase_base(world.data)
+    base = export.purchase_base(data)
     has = base.has
-    end = world.data.as_of_day - 1  # last observed day (purchases strictly before as-of)
+    end = data.as_of_day - 1  # last observed day (purchases strictly before as-of)
     x = base.repeat_days[has].astype(np.float64)
     t_x = (base.last_day[has] - base.first_day[has]) / 7.0
     T = (end - base.first_day[has]) / 7.0
@@ -333,7 +408,7 @@ def fit_clv(world: World, cfg: EvalConfig) -> ClvModel:
     ok = m_x > 0
     gg = clv_job.fit_gamma_gamma(x[rep][ok], m_x[ok])
     params = {**bg.params, **gg.params}
-    return ClvModel(params, cfg.clv_margin, cfg.clv_horizon_weeks, cfg.annual_discount_rate,
+    return ClvModel(params, margin, horizon_weeks, annual_discount_rate,
                     {"bgnbd_customers": bg.n_customers, "gamma_gamma_customers": gg.n_customers,
                      "warnings": bg.warnings + gg.warnings, "time_unit": "weeks"})
 
@@ -470,6 +545,8 @@ def evaluate_world(world: World, model: UpliftHeads, cfg: EvalConfig) -> dict[st
     country = users["country"].astype(str).to_numpy() if "country" in users else np.full(len(users), "")
     tier = users["tier"].astype(str).to_numpy() if "tier" in users else np.full(len(users), "")
 
+    emb = model_embeddings(model, world, cfg.users_jsonl)
+    min_ev = model.min_ev(cfg.min_ev)
     sums = {p: {"value": [], "slate": [], "uplift": [], "cost": []} for p in POLICIES}
     diag = _Diagnostics()
     clv_hat_all, clv_true_all, n_cand = [], [], []
@@ -488,14 +565,16 @@ def evaluate_world(world: World, model: UpliftHeads, cfg: EvalConfig) -> dict[st
         n_cand.append(allowed.sum(axis=1))
         tp0, tp1 = true_response(world.truth, u[:, None], np.arange(num_offers)[None, :],
                                  {"day": d[:, None].astype(np.float64), "channel": ch[:, None]})
-        p0, p1 = uplift_scores(model, _section_frames(world, rows, purchases), len(rows), world.offer_frame)
+        rscore = retrieval_matrix(emb, world, rows) if emb is not None else None
+        p0, p1 = uplift_scores(model, _section_frames(world, rows, purchases), len(rows), world.offer_frame,
+                               rscore, allowed)
         true_uplift = tp1 - tp0
         ev_true = true_uplift * (margin[None, :] + cfg.beta * clv_t[:, None]) - tp1 * cost[None, :]
         ev_model = (p1 - p0[:, None]) * (margin[None, :] + cfg.beta * clv_hat[:, None]) - p1 * cost[None, :]
         redeem_cost = tp1 * cost[None, :]
         choices = {
             "oracle": top_n(ev_true, allowed & (ev_true > 0), cfg.n),
-            "ours": top_n(ev_model, allowed & (ev_model > 0), cfg.n),
+            "ours": top_n(ev_model, allowed & (ev_model > min_ev), cfg.n),
             "ours_no_gate": top_n(ev_model, allowed, cfg.n),
             "uplift_only": top_n(p1 - p0[:, None], allowed & (p1 > p0[:, None]), cfg.n),
             "response_only": top_n(p1, allowed, cfg.n),
@@ -526,7 +605,8 @@ def evaluate_world(world: World, model: UpliftHeads, cfg: EvalConfig) -> dict[st
         policies[name]["share_of_oracle"] = policies[name]["profit_per_1000"] / oracle if oracle > 0 else None
     clv_hat_cat, clv_true_cat = np.concatenate(clv_hat_all), np.concatenate(clv_true_all)
     result = {
-        "world": str(world.directory), "uplift_model": str(model.source),
+        "world": str(world.directory), "uplift_model": str(model.source), "min_ev": min_ev,
+        "retrieval_feature": None if emb is None else {"query": emb.query, "source": str(emb.source)},
         "page_views": int(len(pv)), "heldout_log_rows": int(heldout_rows.size),
         "mean_candidates": float(np.concatenate(n_cand).mean()),
         "policies": policies,
@@ -537,7 +617,7 @@ def evaluate_world(world: World, model: UpliftHeads, cfg: EvalConfig) -> dict[st
                 "corr_estimate_true": float(np.corrcoef(clv_hat_cat, clv_true_cat)[0, 1])
                 if clv_hat_cat.std() > 0 and clv_true_cat.std() > 0 else None},
     }
-    result["ips"] = ips_comparison(world, model, clv_model, cfg, heldout_rows, country, tier)
+    result["ips"] = ips_comparison(world, model, clv_model, cfg, heldout_rows, country, tier, emb, min_ev)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -553,7 +633,8 @@ def campaign_action_sets(log: pd.DataFrame, num_offers: int) -> np.ndarray:
 
 
 def ips_comparison(world: World, model: UpliftHeads, clv_model: ClvModel, cfg: EvalConfig,
-                   rows_idx: np.ndarray, country: np.ndarray, tier: np.ndarray) -> dict[str, Any]:
+                   rows_idx: np.ndarray, country: np.ndarray, tier: np.ndarray, emb: Any = None,
+                   min_ev: float = 0.0) -> dict[str, Any]:
     """IPS / SNIPS estimate of ours' incremental value on the logged rows vs the truth."""
     from offline import train
     from offline.world import true_response
@@ -584,11 +665,12 @@ def ips_comparison(world: World, model: UpliftHeads, clv_model: ClvModel, cfg: E
         offers = np.flatnonzero(action_sets[codes[idx[0]]])  # the campaign's offers
         actions = train.eligibility([world.data.offers[o] for o in offers], country[u], tier[u], None, ch)
         if offers.size:
+            rscore = retrieval_matrix(emb, world, rows, offers) if emb is not None else None
             p0, p1 = uplift_scores(model, _section_frames(world, rows, purchases), len(rows),
-                                   world.offer_frame.iloc[offers].reset_index(drop=True))
+                                   world.offer_frame.iloc[offers].reset_index(drop=True), rscore)
             ev_model = ((p1 - p0[:, None]) * (margin[offers][None, :] + cfg.beta * clv_hat[:, None])
                         - p1 * cost[offers][None, :])
-            pick = top_n(ev_model, actions & (ev_model > 0), 1)[:, 0]
+            pick = top_n(ev_model, actions & (ev_model > min_ev), 1)[:, 0]
             best = np.where(pick >= 0, offers[np.maximum(pick, 0)], -1)  # -1 = no offer
         else:
             best = np.full(len(rows), -1)
@@ -721,7 +803,11 @@ def markdown(doc: Mapping[str, Any]) -> str:
               f"{'met' if avg['targets'][f'ours >= {TARGET_VS_POPULARITY} x popularity'] else 'NOT met'})",
               f"- ours captures "
               f"{_fmt(None if r['ours_share_of_oracle'] is None else 100 * r['ours_share_of_oracle'])}% "
-              "of the oracle", "",
+              "of the oracle",
+              "- ours' ROI gate (min_ev) per world: " + ", ".join(
+                  f"{w['name']} {w['result'].get('min_ev', 0.0):.3f}" for w in doc["worlds"])
+              + "; p1 reads retrieval_score: " + ", ".join(
+                  f"{w['name']} {'yes' if w['result'].get('retrieval_feature') else 'no'}" for w in doc["worlds"]), "",
               "## Off-policy estimate of ours from the randomized log (per 1,000 logged rows)", "",
               "| world | IPS | IPS 95% CI | SNIPS | SNIPS 95% CI | truth | covered (IPS/SNIPS) | ESS |",
               "|---|---|---|---|---|---|---|---|"]
@@ -792,16 +878,28 @@ def ensure_world(out: Path, seed: int, users: int, offers: int) -> Path:
     return path
 
 
-def train_uplift(world_dir: Path, out: Path, cfg: EvalConfig, extra: Sequence[str]) -> Path:
-    """Train and export the uplift model of a world with ``offline uplift`` (in-process)."""
+def train_uplift(world_dir: Path, out: Path, cfg: EvalConfig, extra: Sequence[str],
+                 train_extra: Sequence[str] | None = (), retrieval: bool = True) -> Path:
+    """Train and export the uplift model of a world with ``offline uplift`` (in-process), as
+    ``offline build`` does: first the two-tower model (``offline train`` into ``OUT/train``) whose
+    embeddings give p1's ``retrieval_score`` input (skipped with ``retrieval=False``)."""
     from offline.export import feature_schema_for_world
 
     out.mkdir(parents=True, exist_ok=True)
     schema_path = out / "feature_schema.json"
     common.write_json(schema_path, feature_schema_for_world(world_dir))
+    emb_args: list[str] = []
+    if retrieval:
+        train_dir = out / "train"
+        code, text = _run_job_quietly("offline.train", ["--world", str(world_dir), "--out", str(train_dir),
+                                                        "--feature-schema", str(schema_path), "--seed",
+                                                        str(cfg.seed), *(train_extra or ())])
+        if code != 0:
+            raise common.JobError(f"two-tower training on {world_dir} failed (exit {code}): {text.strip()[-2000:]}")
+        emb_args = ["--embeddings-from", str(train_dir)]
     argv = ["--dataset", "synth", "--world", str(world_dir), "--out", str(out), "--export-dir", str(out / "bundle"),
             "--feature-schema", str(schema_path), "--test-fraction", str(cfg.test_fraction),
-            "--seed", str(cfg.seed), "--threads", "1", *extra]
+            "--seed", str(cfg.seed), "--threads", "1", "--beta", str(cfg.beta), *emb_args, *extra]
     code, text = _run_job_quietly("offline.uplift", argv)
     if code != 0:
         raise common.JobError(f"uplift training on {world_dir} failed (exit {code}): {text.strip()[-2000:]}")
@@ -809,7 +907,7 @@ def train_uplift(world_dir: Path, out: Path, cfg: EvalConfig, extra: Sequence[st
 
 
 def run(worlds: list[Path], models: list[Path | None], out: Path, cfg: EvalConfig,
-        uplift_args: Sequence[str] = ()) -> dict[str, Any]:
+        uplift_args: Sequence[str] = (), train_args: Sequence[str] = (), retrieval: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     per_world = []
@@ -820,7 +918,7 @@ def run(worlds: list[Path], models: list[Path | None], out: Path, cfg: EvalConfi
         t0 = time.perf_counter()
         trained = mdir is None
         if mdir is None:
-            mdir = train_uplift(wdir, out / "uplift" / name, cfg, uplift_args)
+            mdir = train_uplift(wdir, out / "uplift" / name, cfg, uplift_args, train_args, retrieval)
         model = load_uplift_model(mdir)
         uplift_seconds = round(time.perf_counter() - t0, 2)
         result = evaluate_world(world, model, cfg)
@@ -836,7 +934,7 @@ def run(worlds: list[Path], models: list[Path | None], out: Path, cfg: EvalConfi
         "format": "offerd-evaluate", "format_version": 1,
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "policies": {
-            "oracle": "top N by true EV, only EV > 0", "ours": "top N by model EV, only EV > 0 (ROI gate)",
+            "oracle": "top N by true EV, only EV > 0", "ours": "top N by model EV, only EV > min_ev (the ROI gate; min_ev per world in its result)",
             "ours_no_gate": "top N by model EV", "uplift_only": "top N by model uplift, only uplift > 0",
             "response_only": "top N by model p1", "popularity": "top N by logged redemptions (training users)",
             "random": "N random eligible offers", "no_offer": "nothing"},
@@ -877,6 +975,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uplift export dir or bundle, one per world in order (default: train one per world)")
     p.add_argument("--uplift-arg", action="append", default=[],
                    help="extra argument for the in-process uplift training (repeatable, e.g. --uplift-arg=--epochs=5)")
+    p.add_argument("--train-arg", action="append", default=[],
+                   help="extra argument for the in-process two-tower training (repeatable)")
+    p.add_argument("--no-retrieval", dest="retrieval", action="store_false",
+                   help="in-process training: no two-tower model, so no retrieval_score input of p1")
+    p.add_argument("--min-ev", type=float,
+                   help="ROI gate of ours (default: the model's policy.min_ev, from its bundle or fragment; else 0)")
+    p.add_argument("--users-jsonl",
+                   help="users.jsonl of a --uplift-model bundle without a user tower (its stored embeddings)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--n", type=int, default=d.n, help="offers per page view (default %(default)s)")
     p.add_argument("--beta", type=float, default=d.beta, help="weight of CLV in EV (default %(default)s)")
@@ -912,8 +1018,9 @@ def main(argv: list[str]) -> int:
         models: list[Path | None] = list(args.uplift_model) if args.uplift_model else [None] * len(worlds)
         cfg = EvalConfig(n=args.n, beta=args.beta, page_views=args.page_views, test_fraction=args.test_fraction,
                          clv_margin=args.clv_margin, clv_horizon_weeks=args.clv_horizon_weeks,
-                         annual_discount_rate=args.discount_rate, seed=args.seed)
-        doc = run(worlds, models, args.out, cfg, args.uplift_arg)
+                         annual_discount_rate=args.discount_rate, seed=args.seed, min_ev=args.min_ev,
+                         users_jsonl=args.users_jsonl)
+        doc = run(worlds, models, args.out, cfg, args.uplift_arg, args.train_arg, args.retrieval)
         avg = doc["average"]
         common.emit_json({"out": str(args.out), "worlds": [w["name"] for w in doc["worlds"]],
                           "profit_per_1000": {k: v["profit_per_1000"] for k, v in avg["policies"].items()},

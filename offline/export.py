@@ -51,7 +51,11 @@ users.csv / offers.jsonl order; re-normalised).
 ``{"models": {...}, "feature_schema": {"id": ..., ...}, "files": {relpath: {...}}}`` (the
 convention of ``offline.uplift``). Its feature-schema id must equal the bundle's, model names
 must not collide, every listed file is copied into the bundle and re-hashed; ``golden.json``
-documents of several sources are merged by their ``models`` maps.
+documents of several sources are merged by their ``models`` maps. A fragment may also carry
+``"policy"`` (validated defaults ``beta`` / ``min_ev``, merged into the manifest's ``policy``) and
+``"retrieval"`` (the fingerprint of the embeddings its ``retrieval_score`` input was computed
+with, offline/retrieval.py): the bundle's ``offer_embeddings.npy`` and user tower must then be
+exactly those, else export fails naming the mismatch.
 
 The output is deterministic for a fixed world (only MANIFEST ``created_at`` and a default
 version differ between runs).
@@ -73,6 +77,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from offline import common
+from offline.retrieval import bundle_offer_embeddings
 
 FORMAT = "offerd-bundle"
 FORMAT_VERSION = 1
@@ -576,6 +581,8 @@ class ModelFragment:
     directory: Path
     models: dict[str, Any]
     files: list[str]
+    retrieval: dict[str, Any] | None = None  # embeddings a retrieval_score input was computed with
+    policy: dict[str, Any] | None = None  # policy defaults validated with the model
 
 
 def read_model_fragments(directories: list[Path], sid: str) -> list[ModelFragment]:
@@ -609,8 +616,60 @@ def read_model_fragments(directories: list[Path], sid: str) -> list[ModelFragmen
                     raise common.JobError(f"{path}: bad file path {rel!r}")
                 if not (directory / rel).is_file():
                     raise common.JobError(f"{path}: listed file {rel} not found in {directory}")
-            fragments.append(ModelFragment(directory, dict(doc["models"]), files))
+            policy = doc.get("policy")
+            if policy is not None:
+                if not isinstance(policy, dict) or not all(
+                        k in POLICY_KEYS and isinstance(v, (int, float)) and math.isfinite(v) for k, v in policy.items()):
+                    raise common.JobError(f"{path}: 'policy' must map {', '.join(POLICY_KEYS)} to numbers")
+            retrieval = doc.get("retrieval")
+            if retrieval is not None and not isinstance(retrieval, dict):
+                raise common.JobError(f"{path}: 'retrieval' must be an object")
+            fragments.append(ModelFragment(directory, dict(doc["models"]), files, retrieval, policy))
     return fragments
+
+
+POLICY_KEYS = ("beta", "min_ev")
+
+
+def merged_policy(fragments: list[ModelFragment]) -> dict[str, Any]:
+    """Policy defaults of the fragments (model-validated ``beta`` / ``min_ev``); two fragments
+    may not disagree."""
+    out: dict[str, Any] = {}
+    for frag in fragments:
+        for key, value in (frag.policy or {}).items():
+            if key in out and out[key] != value:
+                raise common.JobError(f"{frag.directory}: policy.{key} = {value} conflicts with {out[key]} of "
+                                      f"another model")
+            out[key] = value
+    return out
+
+
+def check_retrieval_embeddings(fragments: list[ModelFragment], bundle: Path, models: dict[str, Any],
+                               offer_emb32: np.ndarray, schema: dict[str, Any]) -> None:
+    """A model whose p1 reads ``retrieval_score`` was trained on scores of particular
+    embeddings (offline/retrieval.py); the bundle must carry exactly those: the same offer
+    embeddings and the same query side (the same user tower, or none)."""
+    from offline import retrieval
+
+    for frag in fragments:
+        want = frag.retrieval
+        if not want:
+            continue
+        got: dict[str, Any] = {"query": "user_tower" if "user_tower" in models else "user_embeddings",
+                               "offer_embeddings_sha256": retrieval.array_sha256(offer_emb32),
+                               "embedding_dim": int(offer_emb32.shape[1])}
+        if "user_tower" in models:
+            emb = retrieval.RetrievalEmbeddings(bundle, offer_emb32,
+                                                **retrieval.tower_from_spec(models["user_tower"], schema, bundle))
+            got = emb.fingerprint()
+        for key in ("query", "embedding_dim", "offer_embeddings_sha256", "user_tower_sha256"):
+            if want.get(key) != got.get(key):
+                raise common.JobError(
+                    f"{frag.directory}: its retrieval_score input was computed with other embeddings than this "
+                    f"bundle's ({key}: model {want.get(key)}, bundle {got.get(key)}); export with "
+                    f"--embeddings-from / --models-from the train directory the uplift job used "
+                    f"({want.get('source', '?')})")
+
 
 
 def merge_model_fragments(fragments: list[ModelFragment], bundle: Path) -> tuple[dict[str, Any], list[str]]:
@@ -684,8 +743,7 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
         diagnostics = {"interactions": int(x.nnz), "warm_users": warm,
                        "offers_with_interactions": int((np.asarray(x.sum(axis=0)).ravel() > 0).sum())}
     dim = offer_emb.shape[1]
-    offer_emb32 = offer_emb.astype(np.float32)
-    offer_emb32 /= np.linalg.norm(offer_emb32, axis=1, keepdims=True)
+    offer_emb32 = bundle_offer_embeddings(offer_emb)
     index = index_section(index_kind, len(world.offers), retrieval_k)
 
     users_path = users_out or (world_dir / "users.jsonl")
@@ -705,12 +763,13 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
             index = {**index, "file": "index.faiss"}
             file_names.append("index.faiss")
         models, model_files = merge_model_fragments(fragments, tmp)
+        check_retrieval_embeddings(fragments, tmp, models, offer_emb32, schema)
         file_names.extend(model_files)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "version": version,
             "created_at": common.utc_now_rfc3339(), "embedding_dim": dim, "num_offers": len(world.offers),
             "feature_schema": schema, "index": index,
-            "policy": {"retrieval_k": retrieval_k}, "models": models,
+            "policy": {"retrieval_k": retrieval_k, **merged_policy(fragments)}, "models": models,
             "files": {name: common.file_entry(tmp / name) for name in file_names},
         }
         common.write_json(tmp / "MANIFEST.json", manifest)

@@ -97,7 +97,7 @@ import numpy as np
 import pandas as pd
 
 from offline import common
-from offline.uplift import _jsonable_raw, _raw_for_encoded, export_mlp, load_mlp, merge_golden
+from offline.uplift import export_mlp, jsonable_raw, load_mlp, merge_golden, raw_for_encoded
 from offline.uplift_models import DenseLayer, FeatureSpec, encode_section, fit_feature_spec, mlp_forward
 
 MODEL_NAME = "user_tower"
@@ -643,14 +643,14 @@ def eligibility(offers: Sequence[Mapping[str, Any]], user_country: np.ndarray, u
 def _golden_rows(model: TwoTowerModel) -> list[dict[str, dict[str, Any]]]:
     """Raw golden inputs: held-out examples, all missing, unseen categories, numeric +-4 std."""
     sections = model.sections
-    rows = [{sec: {s.name: _jsonable_raw(ex.get(sec, {}).get(s.name), s.kind) for s in specs}
+    rows = [{sec: {s.name: jsonable_raw(ex.get(sec, {}).get(s.name), s.kind) for s in specs}
              for sec, specs in sections.items()} for ex in model.raw_examples]
     base = rows[0] if rows else {sec: {} for sec in sections}
     rows.append({sec: {} for sec in sections})
     rows.append({sec: {s.name: ("__unseen__" if s.kind == "categorical" else None) for s in specs}
                  for sec, specs in sections.items()})
     for z in (-4.0, 4.0):
-        rows.append({sec: {s.name: (_raw_for_encoded(s, z) if s.kind == "numeric" else base.get(sec, {}).get(s.name))
+        rows.append({sec: {s.name: (raw_for_encoded(s, z) if s.kind == "numeric" else base.get(sec, {}).get(s.name))
                            for s in specs} for sec, specs in sections.items()})
     return [{sec: {k: v for k, v in vals.items() if v is not None} for sec, vals in r.items()} for r in rows]
 

@@ -2,11 +2,24 @@
 
     python3 -m offline uplift --dataset hillstrom --data hillstrom.csv --out DIR [--export-dir B]
     python3 -m offline uplift --dataset synth --world WORLD_DIR --out DIR [--export-dir B]
+        [--embeddings-from TRAIN_DIR_OR_BUNDLE [--users-jsonl F]] [--learner response|t_learner]
 
 Writes ``DIR/uplift.json`` (ATE with 95% CIs, per-learner Qini/AUUC, uplift@k, segment counts,
 true-uplift correlation on the synthetic world), one Qini PNG per modelled outcome, and with
-``--export-dir`` the T-learner heads in the bundle layout of docs/models-format.md
+``--export-dir`` the heads of the exported learner in the bundle layout of docs/models-format.md
 (``models/*.npy``, ``golden.json``, ``uplift_manifest_fragment.json``).
+
+Synthetic world (the pipeline's model): the exported learner is by default the
+:class:`~offline.uplift_models.ResponseLearner` (``--learner t_learner``: the offset
+T-learner). With ``--embeddings-from`` (the ``train`` output the bundle will carry, or a
+bundle), p1 also reads the ``retrieval`` section: ``retrieval_score``, the inner product of the
+normalised query embedding and the offer's embedding, computed per log row exactly as the
+service will (offline/retrieval.py); the fragment records the embeddings' fingerprint so that
+``offline export`` can refuse other embeddings. Then ``--calibration-folds`` (default 3) refits
+the learner on folds of the training users and, on the out-of-fold logged rows only, chooses
+the uplift ``shrink`` and the ROI gate ``min_ev`` (offline/uplift_calibration.py); ``min_ev``
+and ``beta`` go into the fragment's ``policy``. Users are split by ``hash_fraction(user_id) <
+--test-fraction`` (the held-out test users, never used for fitting or calibration).
 
 ``export_uplift_heads(model, bundle_dir)`` is the function the export job calls.
 Bad input (missing file or column, empty file, a single treatment arm) exits with code 2 and
@@ -31,11 +44,13 @@ import numpy as np
 import pandas as pd
 
 from offline import metrics_uplift as mu
+from offline import retrieval
 from offline.uplift_models import (
     ClassTransformationLearner,
     DenseLayer,
     FeatureSpec,
     InputEncoder,
+    ResponseLearner,
     TLearner,
     TrainConfig,
     UpliftModel,
@@ -166,7 +181,9 @@ def load_mlp(spec: Mapping[str, Any], bundle_dir: str | os.PathLike[str]) -> lis
     ]
 
 
-def _jsonable_raw(v: Any, kind: str) -> Any:
+def jsonable_raw(v: Any, kind: str) -> Any:
+    """A raw input value as golden.json holds it: None for missing (NaN), a float for a
+    numeric feature (the string itself when it does not parse), a string for a categorical."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     if kind == "numeric":
@@ -177,7 +194,7 @@ def _jsonable_raw(v: Any, kind: str) -> Any:
     return str(v)
 
 
-def _raw_for_encoded(spec: FeatureSpec, z: float) -> float | None:
+def raw_for_encoded(spec: FeatureSpec, z: float) -> float | None:
     """A raw value that encodes to ``z`` (None when the transform cannot reach it)."""
     v = spec.mean + z * spec.std
     if spec.transform == "log1p":
@@ -192,7 +209,7 @@ def golden_cases(model: UpliftModel, n_max: int = 40) -> list[dict[str, Any]]:
     rows: list[dict[str, dict[str, Any]]] = []
     for ex in model.raw_examples[: max(0, n_max - 4)]:
         rows.append(
-            {sec: {s.name: _jsonable_raw(ex.get(sec, {}).get(s.name), s.kind) for s in fs} for sec, fs in specs.items()}
+            {sec: {s.name: jsonable_raw(ex.get(sec, {}).get(s.name), s.kind) for s in fs} for sec, fs in specs.items()}
         )
     base = rows[0] if rows else {sec: {} for sec in specs}
     rows.append({sec: {} for sec in specs})  # everything missing
@@ -204,7 +221,7 @@ def golden_cases(model: UpliftModel, n_max: int = 40) -> list[dict[str, Any]]:
         rows.append(
             {
                 sec: {
-                    s.name: (_raw_for_encoded(s, z) if s.kind == "numeric" else base.get(sec, {}).get(s.name))
+                    s.name: (raw_for_encoded(s, z) if s.kind == "numeric" else base.get(sec, {}).get(s.name))
                     for s in fs
                 }
                 for sec, fs in specs.items()
@@ -271,7 +288,7 @@ def export_uplift_heads(
         if sec != "user":
             inputs[sec] = {"features": model.encoder.section_json(sec)}
     spec_all = {
-        "kind": "uplift_t_learner",
+        "kind": "uplift_response" if isinstance(model.learner, ResponseLearner) else "uplift_t_learner",
         "outcome": model.outcome,
         "inputs": inputs,
         "heads": heads,
@@ -282,7 +299,13 @@ def export_uplift_heads(
     if write_golden:
         merge_golden(bundle_dir, model.name, golden)
         files["golden.json"] = _file_entry(Path(bundle_dir) / "golden.json")
-    return {"models": {model.name: spec_all}, "feature_schema": schema, "files": files, "golden": golden}
+    out: dict[str, Any] = {"models": {model.name: spec_all}, "feature_schema": schema, "files": files,
+                           "golden": golden}
+    if model.retrieval is not None:  # what the bundle's embeddings must be (offline export checks)
+        out["retrieval"] = dict(model.retrieval)
+    if model.policy:  # validated policy defaults (offline export merges them into MANIFEST policy)
+        out["policy"] = dict(model.policy)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,14 +334,22 @@ def train_learners(
     timings: dict[str, float],
     prefix: str,
     propensity: np.ndarray | None = None,
+    response: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """T-, X-learner and class transformation (reports); with ``response`` (keyword arguments
+    of :class:`ResponseLearner`) also the response learner."""
+    learners: dict[str, Any] = {}
+    if response is not None:
+        start = time.perf_counter()
+        learners["response"] = ResponseLearner(p0_inputs, all_inputs, config, **response).fit(x_tr, y_tr, t_tr)
+        timings[f"{prefix}response"] = time.perf_counter() - start
     start = time.perf_counter()
     tl = TLearner(p0_inputs, all_inputs, config).fit(x_tr, y_tr, t_tr)
     timings[f"{prefix}t_learner"] = time.perf_counter() - start
     start = time.perf_counter()
     xl = XLearner(tl, all_inputs, config).fit(x_tr, y_tr, t_tr, base_fitted=True)
     timings[f"{prefix}x_learner"] = time.perf_counter() - start
-    learners: dict[str, Any] = {"t_learner": tl, "x_learner": xl}
+    learners.update({"t_learner": tl, "x_learner": xl})
     if np.all((y_tr == 0) | (y_tr == 1)):
         start = time.perf_counter()
         ct = ClassTransformationLearner(all_inputs, config)
@@ -490,15 +521,15 @@ USER_EXCLUDED_PREFIXES = ("true_", "latent_", "gt_", "_")
 
 
 def user_feature_specs(
-    users: pd.DataFrame, path: Path, schema_file: str | None
+    users: pd.DataFrame, path: Path, schema_file: str | None, schema_doc: Mapping[str, Any] | None = None
 ) -> tuple[list[FeatureSpec], dict[str, Any] | None]:
     """The user section and, with ``--feature-schema`` (a manifest ``feature_schema`` object or
-    its ``features`` list), that schema object as given. Without it the features are inferred
-    from users.csv: every column except ids, dates, ground-truth-looking names and id-like
-    categoricals (> 1000 distinct values)."""
-    if schema_file:
+    its ``features`` list; or ``schema_doc``, the same already read), that schema object as
+    given. Without it the features are inferred from users.csv: every column except ids,
+    dates, ground-truth-looking names and id-like categoricals (> 1000 distinct values)."""
+    if schema_file or schema_doc is not None:
         try:
-            doc = json.loads(Path(schema_file).read_text())
+            doc = dict(schema_doc) if schema_doc is not None else json.loads(Path(str(schema_file)).read_text())
             feats = doc["features"] if isinstance(doc, dict) else doc
             specs = [FeatureSpec.from_json(f) for f in feats]
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -669,6 +700,66 @@ def load_true_response(world: Path) -> tuple[TrueResponseFn | None, str]:
     return call, "offline.world.true_response (p1 = P(convert | offer shown))"
 
 
+def load_retrieval_embeddings(args: argparse.Namespace, users: pd.DataFrame) -> retrieval.RetrievalEmbeddings:
+    """``--embeddings-from`` (train output dir or bundle; ``--users-jsonl`` for a bundle without
+    a user tower)."""
+    from offline import common
+
+    try:
+        emb = retrieval.load_embeddings(Path(args.embeddings_from), users["user_id"].astype(str).tolist(),
+                                        args.users_jsonl)
+    except (common.JobError, KeyError, ValueError, OSError) as exc:
+        raise InputError(f"--embeddings-from {args.embeddings_from}: {exc}") from None
+    if emb.tower_user_specs is not None:
+        missing = [s.name for s in emb.tower_user_specs if s.name not in users.columns]
+        if missing:
+            raise InputError(f"users.csv: missing column(s) {', '.join(missing)} of the user tower")
+    return emb
+
+
+def row_clv(world: Path, users: pd.DataFrame, offers: pd.DataFrame, day_num: np.ndarray,
+            purchases: pd.DataFrame | None) -> tuple[dict[str, Any], np.ndarray]:
+    """CLV estimate per log row for the EV calibration: BG/NBD + Gamma-Gamma fitted on the
+    purchases before the as-of date (synth.json; else the day after the last transaction),
+    evaluated on the row's point-in-time purchase features (what the service does). Zeros with
+    a note when it cannot be fitted."""
+    if purchases is None:
+        return {"fitted": False, "note": "no purchase features"}, np.zeros(len(day_num))
+    try:
+        from offline import common, evaluate, export
+
+        tx = pd.read_csv(world / "transactions.csv", dtype={"user_id": str, "date": str})
+        meta = world / "synth.json"
+        if meta.is_file():
+            as_of_day = common.date_to_day(common.parse_date(json.loads(meta.read_text())["as_of"]))
+        else:
+            as_of_day = int(common.days_from_iso(tx["date"].to_numpy(dtype=str), "transactions.csv").max()) + 1
+        data = export.WorldData(world, users[["user_id"]].astype(str), tx, [], None, as_of_day)
+        model = evaluate.fit_clv_data(data)
+        return ({"fitted": True, "params": model.params, "margin_rate": model.margin,
+                 "horizon_weeks": model.horizon_weeks},
+                np.nan_to_num(np.asarray(model.value(purchases), dtype=np.float64)))
+    except Exception as exc:  # noqa: BLE001 - the calibration then values conversions by margin only
+        return {"fitted": False, "note": f"{type(exc).__name__}: {exc}"}, np.zeros(len(day_num))
+
+
+def test_gate_value(y: np.ndarray, t: np.ndarray, redeemed: np.ndarray, value: np.ndarray, cost: np.ndarray,
+                    campaign: np.ndarray, channel: np.ndarray, p0: np.ndarray, ev: np.ndarray,
+                    min_ev: float) -> dict[str, Any]:
+    """Logged (doubly robust) value on the test users' rows of showing a row's offer iff the
+    model's EV passes the gate, per 1,000 rows (offline/uplift_calibration.py)."""
+    from offline import uplift_calibration as ucal
+
+    e = ucal.treated_share(t, campaign, channel)
+    gamma = ucal.dr_pseudo_outcome(y, t, redeemed, value, cost, e, p0)
+    out = {}
+    for name, sel in (("gate", ev > min_ev), ("gate_at_0", ev > 0), ("everything", np.ones_like(ev, bool))):
+        v = gamma * sel
+        out[name] = {"per_1000_rows": float(1000 * v.mean()), "se": float(1000 * v.std(ddof=1) / math.sqrt(v.size)),
+                     "share_shown": float(sel.mean())}
+    return out
+
+
 def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
     world = Path(args.world)
     if not world.is_dir():
@@ -741,7 +832,16 @@ def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
     check_two_arms(t[test], log_path, "treated")
 
     train_users = np.unique(u_safe[~test & (u_safe >= 0)])
-    user_specs, given_schema = user_feature_specs(users.iloc[train_users], users_path, args.feature_schema)
+    emb = load_retrieval_embeddings(args, users) if args.embeddings_from else None
+    tower_schema = None
+    if emb is not None and emb.tower_schema is not None:
+        # the user tower's feature schema is the bundle's: the user section must be the same
+        tower_schema = emb.tower_schema
+    user_specs, given_schema = user_feature_specs(users.iloc[train_users], users_path, args.feature_schema,
+                                                  None if args.feature_schema else tower_schema)
+    if tower_schema is not None and given_schema is not None and given_schema["id"] != tower_schema["id"]:
+        raise InputError(f"--embeddings-from {args.embeddings_from}: the user tower was trained on feature schema "
+                         f"{tower_schema['id']}, --feature-schema is {given_schema['id']}")
     user_rows = pd.DataFrame({s.name: users[s.name] if s.name in users else None for s in user_specs})
     user_frame = user_rows.reindex(u_safe).reset_index(drop=True)
     sections: dict[str, list[FeatureSpec]] = {"user": user_specs}
@@ -769,29 +869,91 @@ def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
         )
     sections.update({"context": context_specs, "offer": offer_specs})
     frames.update({"context": context_frame, "offer": offer_frame})
+    retrieval_info: dict[str, Any] | None = None
+    if emb is not None:
+        tower_users = pd.DataFrame({s.name: users[s.name] if s.name in users else None
+                                    for s in (emb.tower_user_specs or [])})
+        queries = emb.queries(tower_users.reindex(u_safe).reset_index(drop=True), context_frame, u_safe)
+        score = emb.scores(queries, o_idx)
+        frames[retrieval.SECTION] = pd.DataFrame({retrieval.FEATURE: score})
+        sections[retrieval.SECTION] = [fit_feature_spec(retrieval.FEATURE, frames[retrieval.SECTION].loc[~test,
+                                                        retrieval.FEATURE], "numeric")]
+        retrieval_info = {**emb.fingerprint(), "source": str(Path(args.embeddings_from).resolve())}
     encoder = InputEncoder(sections)
     x_all = encoder.encode(frames, len(log))
     x_tr = {k: v[~test] for k, v in x_all.items()}
     x_te = {k: v[test] for k, v in x_all.items()}
     timings["encode"] = time.perf_counter() - start
 
-    p0_inputs = [sec for sec in sections if sec != "offer"]
+    p0_inputs = [sec for sec in sections if sec not in ("offer", retrieval.SECTION)]
+    response_kw = {"hidden_q": args.hidden_q, "hidden_s": args.hidden_s, "use_s": args.cancel}
     learners = train_learners(
         x_tr, y[~test], t[~test], p0_inputs, list(sections), config, timings, "", propensity=e_row[~test],
+        response=response_kw if args.learner == "response" else None,
     )
+    chosen = learners[args.learner]
+
+    # EV calibration on out-of-fold predictions of the training users (offline/uplift_calibration.py)
+    start = time.perf_counter()
+    calibration: dict[str, Any] = {"done": False}
+    policy: dict[str, Any] = {}
+    clv_note, clv_hat = row_clv(world, users, offers, day_num, frames.get("purchases"))
+    value = offers["margin"].to_numpy(dtype=np.float64)[o_idx] + args.beta * clv_hat
+    cost = offers["cost"].to_numpy(dtype=np.float64)[o_idx]
+    redeemed = numeric_column(log, "redeemed", log_path, binary=True)
+    if args.learner == "response" and args.calibration_folds >= 2:
+        from offline import uplift_calibration as ucal
+
+        h_tr = hash_fraction(log["user_id"][~test])
+        fold = np.minimum(((h_tr - args.test_fraction) / (1 - args.test_fraction) * args.calibration_folds)
+                          .astype(np.int64), args.calibration_folds - 1)
+        fold = np.clip(fold, 0, args.calibration_folds - 1)
+
+        def fit_predict(fit_mask: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            m = ResponseLearner(p0_inputs, list(sections), config, **response_kw)
+            m.fit({k: v[fit_mask] for k, v in x_tr.items()}, y[~test][fit_mask], t[~test][fit_mask])
+            xh = {k: v[held] for k, v in x_tr.items()}
+            return m.predict_p0(xh), m.predict_p1(xh)
+
+        oof0, oof1 = ucal.out_of_fold(fit_predict, fold, args.calibration_folds)
+        e_cc = ucal.treated_share(t[~test], log["campaign_id"][~test].to_numpy(), log["channel"][~test].to_numpy())
+        gamma = ucal.dr_pseudo_outcome(y[~test], t[~test], redeemed[~test], value[~test], cost[~test], e_cc, oof0)
+        cal = ucal.fit_calibration(gamma, oof0, oof1, value[~test], cost[~test])
+        calibration = {"done": True, "folds": args.calibration_folds, "beta": args.beta, "clv": clv_note,
+                       **ucal.summary(cal)}
+        shrink, min_ev = cal.shrink, cal.min_ev
+    else:
+        shrink, min_ev = 1.0, 0.0
+    if args.shrink is not None:
+        shrink = args.shrink
+    if args.min_ev is not None:
+        min_ev = args.min_ev
+    if args.learner == "response":
+        chosen.set_shrink(shrink)
+        calibration["shrink_used"] = shrink
+        calibration["approximation"] = chosen.approximation_error(x_te)
+    policy = {"beta": args.beta, "min_ev": round(float(min_ev), 6)}
+    calibration["min_ev_used"] = policy["min_ev"]
+    timings["calibration"] = time.perf_counter() - start
+
     start = time.perf_counter()
     scores = {name: l.predict_uplift(x_te) for name, l in learners.items()}
-    tl: TLearner = learners["t_learner"]
-    p0, p1 = tl.predict_p0(x_te), tl.predict_p1(x_te)
+    p0, p1 = chosen.predict_p0(x_te), chosen.predict_p1(x_te)
+    ev_test = (p1 - p0) * value[test] - p1 * cost[test]
     th = mu.SegmentThresholds(uplift=args.segment_uplift, response=args.segment_response)
     report: dict[str, Any] = {
         "train_rows": int((~test).sum()),
         "test_rows": int(test.sum()),
+        "exported_learner": args.learner,
         "learners": evaluate_scores(y[test], t[test], scores),
         "segment_thresholds": th.to_json(),
         "segments": mu.segment_counts(p0, p1, th),
         "mean_p0": float(p0.mean()),
         "mean_p1": float(p1.mean()),
+        "calibration": calibration,
+        "test_ev_gate": test_gate_value(y[test], t[test], redeemed[test], value[test], cost[test],
+                                        log["campaign_id"][test].to_numpy(), log["channel"][test].to_numpy(),
+                                        p0, ev_test, policy["min_ev"]),
         "qini_png": "qini_converted.png",
     }
     truth_fn, note = load_true_response(world)
@@ -805,7 +967,7 @@ def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
                 "available": True,
                 "source": note,
                 "correlation_with_true_uplift": {n: _correlations(sc, true_uplift) for n, sc in scores.items()},
-                "t_learner_rmse": {
+                "rmse_of_exported_learner": {
                     "p0": float(np.sqrt(np.mean((p0 - tp0) ** 2))),
                     "p1": float(np.sqrt(np.mean((p1 - tp1) ** 2))),
                     "uplift": float(np.sqrt(np.mean((p1 - p0 - true_uplift) ** 2))),
@@ -833,11 +995,13 @@ def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
         model = UpliftModel(
             name="uplift",
             encoder=encoder,
-            learner=tl,
+            learner=chosen,
             outcome="converted",
             segment_thresholds=th.to_json(),
             raw_examples=_raw_examples(frames, ex_rows),
             feature_schema=given_schema,
+            retrieval=retrieval_info,
+            policy=policy,
         )
         exported = _export(model, Path(args.export_dir))
     return {
@@ -894,6 +1058,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--learner", choices=("response", "t_learner"), default="response",
+                   help="synth: the exported learner (default response: p1 = p0 (1 - s) + (1 - p0) q, see "
+                        "offline/uplift_models.py ResponseLearner; t_learner: p1 as an offset of p0's logits)")
+    p.add_argument("--hidden-q", type=int, default=16, help="response learner: hidden units of q (default 16)")
+    p.add_argument("--hidden-s", type=int, default=8, help="response learner: hidden units of s (default 8)")
+    p.add_argument("--no-cancel", dest="cancel", action="store_false",
+                   help="response learner: no cancellation channel s (p1 = p0 + (1 - p0) q)")
+    p.add_argument("--embeddings-from", help="synth: train output dir or bundle whose embeddings give the "
+                                             "retrieval_score input of p1 (docs/models-format.md)")
+    p.add_argument("--users-jsonl", help="synth: users.jsonl of the --embeddings-from bundle when it has no user tower")
+    p.add_argument("--calibration-folds", type=int, default=3,
+                   help="synth, response learner: folds of the training users for the validated shrink and "
+                        "min_ev (offline/uplift_calibration.py); 0 = off (default 3)")
+    p.add_argument("--beta", type=float, default=0.1, help="synth: CLV weight of the EV the calibration uses "
+                                                          "(the policy's beta, default 0.1)")
+    p.add_argument("--shrink", type=float, help="synth: force the uplift shrink factor instead of calibrating")
+    p.add_argument("--min-ev", type=float, help="synth: force the exported policy min_ev instead of calibrating")
     p.add_argument("--offer-id-vocabulary", type=int, default=256,
                    help="synth: one-hot offer ids, the N most frequent (0 = off; default 256)")
     p.add_argument("--offer-id-min-rows", type=int, default=50,
@@ -924,6 +1105,12 @@ def main(argv: list[str]) -> int:
         parser.error("--dataset synth needs --world DIR")
     if not 0.0 < args.test_fraction < 1.0:
         parser.error("--test-fraction must be in (0, 1)")
+    if args.users_jsonl and not args.embeddings_from:
+        parser.error("--users-jsonl needs --embeddings-from")
+    if args.calibration_folds == 1 or args.calibration_folds < 0:
+        parser.error("--calibration-folds must be 0 or >= 2")
+    if args.shrink is not None and not 0.0 <= args.shrink <= 4.0:
+        parser.error("--shrink must be in [0, 4]")
     args.model_outcomes = [o for o in args.model_outcomes.split(",") if o]
     if args.dataset == "hillstrom":
         bad = [o for o in args.model_outcomes if o not in HILLSTROM_OUTCOMES]
@@ -933,6 +1120,8 @@ def main(argv: list[str]) -> int:
         hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
     except ValueError:
         parser.error("--hidden must be comma-separated integers")
+    if args.dataset == "synth" and args.learner == "response" and len(hidden) > 1:
+        parser.error("--learner response takes one hidden layer (--hidden H) or none (--hidden '')")
     config = TrainConfig(
         hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed,

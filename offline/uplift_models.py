@@ -12,8 +12,11 @@ Pieces, from the bottom up:
 * Learners: ``TLearner`` (p0 head on control rows, p1 head on treated rows), ``XLearner``
   (Kuenzel et al. 2019) and ``ClassTransformationLearner`` (Jaskowski & Jaroszewicz 2012,
   with weights that balance the arms, so any treated share works).
-* ``UpliftModel``: encoder + T-learner + metadata; what ``export_uplift_heads`` (in
-  ``offline.uplift``) writes into a bundle.
+* ``ResponseLearner`` (the default exported learner): ``p1 = p0 (1 - s) + (1 - p0) q`` with
+  jointly trained p0, persuasion ``q`` and cancellation ``s`` nets, exported as one plain MLP
+  per head (the softplus algebra of the combination as ReLU knots, see the class).
+* ``UpliftModel``: encoder + learner (its p0/p1 heads) + metadata; what
+  ``export_uplift_heads`` (in ``offline.uplift``) writes into a bundle.
 """
 from __future__ import annotations
 
@@ -561,18 +564,23 @@ class ClassTransformationLearner:
 
 @dataclass
 class UpliftModel:
-    """What goes into a bundle: the encoder, the T-learner heads and the metadata the service
-    needs. ``raw_examples`` are raw rows (section -> {feature: value}) used for golden cases."""
+    """What goes into a bundle: the encoder, the p0/p1 heads (of a :class:`TLearner` or a
+    :class:`ResponseLearner`) and the metadata the service needs. ``raw_examples`` are raw rows
+    (section -> {feature: value}) used for golden cases."""
 
     name: str
     encoder: InputEncoder
-    learner: TLearner
+    learner: "TLearner | ResponseLearner"
     outcome: str
     segment_thresholds: dict[str, float]
     raw_examples: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     # the bundle's feature_schema object ({"id", "features"}) exactly as given, when the user
     # section was built from one; None = derived from encoder.sections["user"]
     feature_schema: dict[str, Any] | None = None
+    # with a ``retrieval`` section: the embeddings' fingerprint (offline.retrieval) the bundle
+    # must match; policy defaults validated with the model (e.g. {"beta": 0.1, "min_ev": 0.05})
+    retrieval: dict[str, Any] | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
 
     def encode_raw_rows(self, rows: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, np.ndarray]:
         n = len(rows)
@@ -581,3 +589,370 @@ class UpliftModel:
             for sec, specs in self.encoder.sections.items()
         }
         return self.encoder.encode(raw, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# The response learner: p1 = p0 (1 - s) + (1 - p0) q, exported as one plain MLP
+
+
+class ExportedHead:
+    """A fixed list of dense layers over named input sections (what a bundle holds): the
+    ``name`` / ``inputs`` / ``layers()`` / ``predict_torch`` interface of :class:`Head`."""
+
+    def __init__(self, name: str, inputs: Sequence[str], layers: Sequence[DenseLayer]) -> None:
+        self.name = name
+        self.inputs = tuple(inputs)
+        self.output = "sigmoid"
+        self._layers = list(layers)
+
+    def features(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([x[s] for s in self.inputs], axis=1).astype(np.float32, copy=False)
+
+    def layers(self) -> list[DenseLayer]:
+        return list(self._layers)
+
+    def predict_torch(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float32 output of the layers evaluated with torch (``Linear`` convention)."""
+        torch = _torch()
+        h = torch.from_numpy(np.ascontiguousarray(self.features(x)))
+        with torch.no_grad():
+            for layer in self._layers:
+                z = h @ torch.from_numpy(layer.weight).T + torch.from_numpy(layer.bias)
+                h = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+                     "identity": lambda v: v}[layer.activation](z)
+        return h.numpy().reshape(-1)
+
+    def predict(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        return mlp_forward(self._layers, self.features(x)).reshape(-1).astype(np.float64)
+
+
+def _logit(p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    p = np.clip(p, eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def combined_response(z0: np.ndarray, zq: np.ndarray, zs: np.ndarray | None) -> np.ndarray:
+    """p1 of the response model from its logits (float64): ``p0 (1 - s) + (1 - p0) q`` with
+    ``p0 = sigmoid(z0)``, ``q = sigmoid(zq)``, ``s = sigmoid(zs)`` (0 without s)."""
+    sig = lambda v: 0.5 * (1.0 + np.tanh(0.5 * np.asarray(v, dtype=np.float64)))  # noqa: E731
+    p0, q = sig(z0), sig(zq)
+    s = sig(zs) if zs is not None else 0.0
+    return p0 * (1.0 - s) + (1.0 - p0) * q
+
+
+SOFTPLUS_KNOTS = 48
+
+
+def softplus_knots(n: int = SOFTPLUS_KNOTS, lo: float = -16.0, hi: float = 16.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """ReLU form of ``softplus(x) = ln(1 + e^x)``: ``const + sum_j w_j relu(x - c_j)``, the
+    piecewise-linear interpolation at ``n`` knots spaced for equal error (density proportional to
+    ``sqrt(softplus'')``) in [lo, hi], slope exactly 1 after the last knot. Returns
+    ``(c, w, const)``; the largest error over the real line is 7.4e-4 with 48 knots."""
+    theta = np.linspace(np.arctan(np.sinh(lo / 2)), np.arctan(np.sinh(hi / 2)), n)
+    c = 2.0 * np.arcsinh(np.tan(theta))
+    y = np.logaddexp(0.0, c)
+    slopes = np.concatenate([np.diff(y) / np.diff(c), [1.0]])
+    w = np.diff(np.concatenate([[0.0], slopes]))
+    return c, w, float(y[0])
+
+
+def response_logit(z0: np.ndarray, zq: np.ndarray, zs: np.ndarray | None) -> np.ndarray:
+    """``logit(p1)`` of :func:`combined_response` (shrink 1) in the form the export builds:
+    ``zq + sp(z0 + sp(-zq) - sp(zs)) - sp(z0 + zs + sp(zq) - sp(zs))``, ``sp`` = softplus (the
+    second term vanishes without s). Exact (float64 reference)."""
+    sp = lambda v: np.logaddexp(0.0, v)  # noqa: E731
+    if zs is None:
+        return zq + sp(z0 + sp(-zq))
+    return zq + sp(z0 + sp(-zq) - sp(zs)) - sp(z0 + zs + sp(zq) - sp(zs))
+
+
+S_INIT = 0.05  # initial s: neutral on the validated value (offline/uplift_calibration.py), recovers planted sleeping dogs
+
+
+class ResponseLearner:
+    """Uplift through a response model of how a shown offer acts: it *persuades* a
+    would-not-buyer with probability ``q`` and *cancels* a would-buy with probability ``s``::
+
+        p0 = sigmoid(z0),  z0 = f0(user, purchases, context)
+        p1 = p0 (1 - s) + (1 - p0) q,  q = sigmoid(zq + ln k),  s = sigmoid(zs + ln k)
+        zq = fq(all inputs),  zs = fs(all inputs)
+
+    ``f0``, ``fq``, ``fs`` are one-hidden-layer ReLU MLPs trained *jointly* by maximum
+    likelihood on all rows (control rows: y ~ p0; treated rows: y ~ p1), so p0 learns from the
+    treated rows too, and the uplift ``(1 - p0) q - p0 s`` does not grow with p0 the way an
+    additive-logit (offset) model's does. ``k`` = :attr:`shrink` (1 when trained; a validated
+    factor from offline/uplift_calibration.py) scales q and s -- for small q and s, the uplift
+    -- by a shift of their logits.
+
+    Export: ``p0`` is f0 as it is. ``p1`` is ONE plain MLP (docs/models-format.md) that
+    computes ``logit(p1) = zq + sp(z0 + sp(-zq) - sp(zs)) - sp(z0 + zs + sp(zq) - sp(zs))``
+    (:func:`response_logit`, ``sp`` = softplus): layer 1 = the hidden layers of f0, fq, fs side
+    by side (f0 reading only its columns); layer 2 = ReLU knots of ``sp(zq)``, ``sp(zs)`` and
+    +-ReLU pairs passing z0, zq, zs through (the output layers of f0, fq, fs folded in); layer
+    3 = knots of the two outer softplus terms and zq passed through; layer 4 = sigmoid. The
+    only approximation is softplus by its 48-knot interpolation (:func:`softplus_knots`, at
+    most 7.4e-4 per softplus in the logit); :meth:`approximation_error` reports it."""
+
+    kind = "response"
+
+    def __init__(self, p0_inputs: Sequence[str], p1_inputs: Sequence[str], config: TrainConfig,
+                 hidden_q: int = 16, hidden_s: int = 8, use_s: bool = True) -> None:
+        if not set(p0_inputs) <= set(p1_inputs):
+            raise ValueError("p1 inputs must include p0's")
+        if len(config.hidden) > 1:
+            raise ValueError("the response learner takes at most one hidden layer (config.hidden = (H,) or ())")
+        self.config = config
+        self.p0_inputs = tuple(p0_inputs)
+        self.p1_inputs = tuple(p1_inputs)
+        # () = logistic heads (then q and s are logistic too)
+        self.hidden = ((int(config.hidden[0]), int(hidden_q), int(hidden_s) if use_s else 0) if config.hidden
+                       else (0, 0, 0))
+        self.use_s = use_s
+        self.shrink = 1.0
+        self.history: list[float] = []
+        self.modules: dict[str, Any] = {}
+        self.widths: dict[str, int] = {}
+        self.p0: ExportedHead | None = None
+        self.p1: ExportedHead | None = None
+
+    # -- training
+    def _inputs(self, x: Mapping[str, np.ndarray], secs: Sequence[str]) -> Any:
+        torch = _torch()
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate([x[s] for s in secs], axis=1), dtype=np.float32))
+
+    def _logits(self, x0: Any, x1: Any) -> tuple[Any, Any, Any]:
+        z0 = self.modules["f0"](x0)
+        zq = self.modules["fq"](x1)
+        zs = self.modules["fs"](x1) if self.use_s else None
+        return z0, zq, zs
+
+    def fit(self, x: Mapping[str, np.ndarray], y: np.ndarray, t: np.ndarray) -> "ResponseLearner":
+        torch = _torch()
+        nn = torch.nn
+        cfg = self.config
+        t = np.asarray(t).astype(bool)
+        _treated_share(t)
+        y = np.asarray(y, dtype=np.float64)
+        self.widths = {s: int(x[s].shape[1]) for s in self.p1_inputs}
+        x0, x1 = self._inputs(x, self.p0_inputs), self._inputs(x, self.p1_inputs)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        def mlp(d_in: int, h: int) -> Any:
+            if h == 0:
+                return nn.Sequential(nn.Linear(d_in, 1))
+            return nn.Sequential(nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, 1))
+
+        self.modules = {"f0": mlp(x0.shape[1], self.hidden[0]), "fq": mlp(x1.shape[1], self.hidden[1])}
+        if self.use_s:
+            self.modules["fs"] = mlp(x1.shape[1], self.hidden[2])
+        base = min(max(float(y[~t].mean()), 1e-4), 1 - 1e-4)
+        with torch.no_grad():
+            self.modules["f0"][-1].bias.fill_(math.log(base / (1 - base)))
+            for name, start in (("fq", 0.01), ("fs", S_INIT)):
+                if name in self.modules:  # start near "the offer does little"
+                    self.modules[name][-1].weight.mul_(0.1)
+                    self.modules[name][-1].bias.fill_(math.log(start / (1 - start)))
+        yt = torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
+        tt = torch.from_numpy(t.reshape(-1, 1))
+        n = len(y)
+        perm = torch.randperm(n, generator=gen)
+        n_val = int(n * cfg.val_fraction) if n >= 50 else 0
+        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        def loss_fn(idx: Any) -> Any:
+            z0, zq, zs = self._logits(x0[idx], x1[idx])
+            p0 = torch.sigmoid(z0)
+            p1 = p0 * (1 - torch.sigmoid(zs)) if zs is not None else p0
+            p1 = p1 + (1 - p0) * torch.sigmoid(zq)
+            p = torch.where(tt[idx], p1, p0).clamp(1e-7, 1 - 1e-7)
+            yy = yt[idx]
+            return -(yy * torch.log(p) + (1 - yy) * torch.log1p(-p)).mean()
+
+        best, best_state, bad = float("inf"), None, 0
+        for _epoch in range(cfg.epochs):
+            for m in self.modules.values():
+                m.train()
+            order = tr_idx[torch.randperm(tr_idx.numel(), generator=gen)]
+            for start in range(0, order.numel(), cfg.batch_size):
+                b = order[start:start + cfg.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(b)
+                loss.backward()
+                opt.step()
+            if n_val == 0:
+                continue
+            with torch.no_grad():
+                v = float(loss_fn(val_idx))
+            self.history.append(v)
+            if v < best - 1e-7:
+                best, bad = v, 0
+                best_state = {k: {n_: p.detach().clone() for n_, p in m.state_dict().items()}
+                              for k, m in self.modules.items()}
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+        if best_state is not None:
+            for k, m in self.modules.items():
+                m.load_state_dict(best_state[k])
+        for m in self.modules.values():
+            m.eval()
+        self.set_shrink(1.0)
+        return self
+
+    def logits(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[n, 2|3] float64 logits (z0, zq + ln k[, zs + ln k]) of the torch heads."""
+        torch = _torch()
+        with torch.no_grad():
+            z0, zq, zs = self._logits(self._inputs(x, self.p0_inputs), self._inputs(x, self.p1_inputs))
+        parts = [z0, zq] + ([zs] if zs is not None else [])
+        z = torch.cat(parts, dim=1).numpy().astype(np.float64)
+        z[:, 1:] += self._log_shrink()
+        return z
+
+    def _log_shrink(self) -> float:
+        return math.log(self.shrink) if self.shrink > 0 else -50.0
+
+    def set_shrink(self, shrink: float) -> None:
+        """Scale q and s by ``shrink`` (a shift of their logits by ln(shrink); 0 = no effect);
+        rebuilds the exported heads."""
+        if not (0.0 <= shrink <= 4.0):
+            raise ValueError("shrink must be in [0, 4]")
+        self.shrink = float(shrink)
+        self.p0 = ExportedHead("p0", self.p0_inputs, self._p0_layers())
+        self.p1 = ExportedHead("p1", self.p1_inputs, self._p1_layers())
+
+    # -- prediction
+    def predict_p0(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        assert self.p0 is not None
+        return self.p0.predict(x)
+
+    def predict_p1(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """p1 of the exported MLP (what the service computes)."""
+        assert self.p1 is not None
+        return self.p1.predict(x)
+
+    def predict_p1_exact(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """p1 of the response formula itself (float64, no softplus interpolation)."""
+        z = self.logits(x)
+        return combined_response(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None)
+
+    def predict_uplift(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.predict_p1(x) - self.predict_p0(x)
+
+    def approximation_error(self, x: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """How far the exported p1 is from the response formula on rows ``x``."""
+        exact = self.predict_p1_exact(x)
+        err = np.abs(self.predict_p1(x) - exact)
+        return {"max_abs_p1": float(err.max()), "mean_abs_p1": float(err.mean()),
+                "mean_abs_uplift": float(np.abs(exact - self.predict_p0(x)).mean())}
+
+    # -- export
+    def _linear(self, name: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lin = self.modules[name][i]
+        return lin.weight.detach().numpy().astype(np.float64), lin.bias.detach().numpy().astype(np.float64)
+
+    def _p0_layers(self) -> list[DenseLayer]:
+        w0, b0 = self._linear("f0", 0)
+        if self.hidden[0] == 0:
+            return [DenseLayer(w0, b0, "sigmoid")]
+        w1, b1 = self._linear("f0", 2)
+        return [DenseLayer(w0, b0, "relu"), DenseLayer(w1, b1, "sigmoid")]
+
+    def _p1_layers(self) -> list[DenseLayer]:
+        offsets, pos = {}, 0
+        for sec in self.p1_inputs:
+            offsets[sec] = pos
+            pos += self.widths[sec]
+        cols0 = np.concatenate([np.arange(offsets[s], offsets[s] + self.widths[s]) for s in self.p0_inputs])
+        heads = ["f0", "fq"] + (["fs"] if self.use_s else [])
+        first_w, first_b, out_w, out_b = [], [], [], []
+        for name in heads:
+            w, b = self._linear(name, 0)
+            if name == "f0":
+                full = np.zeros((w.shape[0], pos))
+                full[:, cols0] = w
+                w = full
+            shift = self._log_shrink() if name != "f0" else 0.0
+            if self.hidden[0] == 0:  # logistic heads: layer 1 passes each logit as relu(z), relu(-z)
+                first_w.append(np.concatenate([w, -w]))
+                first_b.append(np.array([b[0] + shift, -(b[0] + shift)]))
+                out_w.append(np.array([1.0, -1.0]))
+                out_b.append(0.0)
+                continue
+            first_w.append(w)
+            first_b.append(b)
+            ow, ob = self._linear(name, 2)
+            out_w.append(ow.reshape(-1))
+            out_b.append(float(ob[0]) + shift)
+        h1 = sum(w.shape[0] for w in first_w)
+        # A linear function of a layer's outputs is a pair (vector over its units, constant).
+        # z0, zq, zs over layer 1:
+        z: dict[str, tuple[np.ndarray, float]] = {}
+        start = 0
+        for name, ow, ob in zip(heads, out_w, out_b):
+            vec = np.zeros(h1)
+            vec[start:start + ow.size] = ow
+            z[name[1]] = (vec, ob)
+            start += ow.size
+        c, w, const = softplus_knots()
+
+        def knots_of(f: tuple[np.ndarray, float]) -> tuple[np.ndarray, np.ndarray]:
+            """units relu(f - c_j): weight rows and biases."""
+            return np.tile(f[0], (len(c), 1)), f[1] - c
+
+        def pair_of(f: tuple[np.ndarray, float]) -> tuple[np.ndarray, np.ndarray]:
+            """units relu(f), relu(-f)."""
+            return np.stack([f[0], -f[0]]), np.array([f[1], -f[1]])
+
+        def stack(blocks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+            starts = np.cumsum([0] + [b[0].shape[0] for b in blocks]).tolist()
+            return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]), starts
+
+        # layer 2: [sp(zq) knots][sp(zs) knots][+-z0][+-zq][+-zs]
+        names2 = ["sq"] + (["ss"] if self.use_s else []) + ["p0", "pq"] + (["ps"] if self.use_s else [])
+        blocks2 = [knots_of(z["q"])] + ([knots_of(z["s"])] if self.use_s else [])
+        blocks2 += [pair_of(z["0"]), pair_of(z["q"])] + ([pair_of(z["s"])] if self.use_s else [])
+        w2, b2, st2 = stack(blocks2)
+        n2 = w2.shape[0]
+
+        def read2(terms: dict[str, float], constant: float = 0.0) -> tuple[np.ndarray, float]:
+            """a linear function over layer 2: sums of sp(zq) ("sq"), sp(zs) ("ss"), z0/zq/zs
+            ("z0"/"zq"/"zs") with coefficients."""
+            vec = np.zeros(n2)
+            cst = constant
+            for key, coef in terms.items():
+                if key in ("sq", "ss"):
+                    i = st2[names2.index(key)]
+                    vec[i:i + len(c)] += coef * w
+                    cst += coef * const
+                else:
+                    i = st2[names2.index("p" + key[1])]
+                    vec[i] += coef
+                    vec[i + 1] -= coef
+            return vec, cst
+
+        # sp(-zq) = sp(zq) - zq
+        if self.use_s:
+            u1 = read2({"z0": 1.0, "sq": 1.0, "zq": -1.0, "ss": -1.0})
+            u2 = read2({"z0": 1.0, "zs": 1.0, "sq": 1.0, "ss": -1.0})
+            blocks3 = [knots_of(u1), knots_of(u2), pair_of(read2({"zq": 1.0}))]
+        else:
+            u1 = read2({"z0": 1.0, "sq": 1.0, "zq": -1.0})
+            blocks3 = [knots_of(u1), pair_of(read2({"zq": 1.0}))]
+        w3, b3, st3 = stack(blocks3)
+        # layer 4: logit = zq + sp(u1) - sp(u2)
+        w4 = np.zeros(w3.shape[0])
+        b4 = const
+        w4[st3[0]:st3[0] + len(c)] = w
+        if self.use_s:
+            w4[st3[1]:st3[1] + len(c)] = -w
+            b4 -= const
+        w4[st3[-2]] = 1.0
+        w4[st3[-2] + 1] = -1.0
+        return [DenseLayer(np.concatenate(first_w, axis=0), np.concatenate(first_b), "relu"),
+                DenseLayer(w2, b2, "relu"), DenseLayer(w3, b3, "relu"),
+                DenseLayer(w4.reshape(1, -1), np.array([b4]), "sigmoid")]

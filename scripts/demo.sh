@@ -22,7 +22,6 @@ if [[ ! -f "$VAR/world/users.jsonl" || ! -f "$stamp" || "$(cat "$stamp")" != "$c
   echo "$code_hash" > "$stamp"
 fi
 
-user=$(sed -n '2p' "$VAR/world/users.jsonl" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
 port_file="$VAR/offerd.port"
 rm -f "$port_file"
 "$BUILD_DIR/bin/offerd" --listen="$LISTEN" --admin_listen="$ADMIN_LISTEN" \
@@ -36,11 +35,22 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 port=$(cat "$port_file")
+# The policy rightly shows nothing to users for whom no offer earns money: print a user who
+# gets offers (the first of the first 200 with a non-empty list).
+user=""
+for candidate in $(sed -n '2,201p' "$VAR/world/users.jsonl" | "$PYTHON" -c 'import json,sys; [print(json.loads(l)["user_id"]) for l in sys.stdin]'); do
+  user=${user:-$candidate}
+  if "$BUILD_DIR/bin/offerctl" --addr="127.0.0.1:$port" recommend --user="$candidate" --n=5 \
+       --channel=web 2>/dev/null | grep -q '"offer_id"'; then
+    user=$candidate
+    break
+  fi
+done
 cat <<MSG
 
 offerd is serving on port $port (admin on $ADMIN_LISTEN). Ask it for offers:
 
-  $BUILD_DIR/bin/offerctl --addr=127.0.0.1:$port recommend --user=$user --n=5 --explain
+  $BUILD_DIR/bin/offerctl --addr=127.0.0.1:$port recommend --user=$user --n=5 --explain --channel=web
 
 Stop it with Ctrl-C.
 MSG

@@ -119,6 +119,39 @@ def test_uplift_scores_split_first_layer_equals_the_dense_head() -> None:
         assert np.allclose(p1[:, j], mlp_forward(model.p1_layers, x).ravel(), rtol=1e-5, atol=1e-7)
 
 
+def test_uplift_scores_with_a_retrieval_column_equal_the_dense_head() -> None:
+    rng = np.random.default_rng(5)
+    user = [FeatureSpec("age", "numeric", 40.0, 10.0)]
+    offer = [FeatureSpec("category", "categorical", vocabulary=("x", "y"))]
+    ret = [FeatureSpec("retrieval_score", "numeric", 0.1, 0.2)]
+    d1 = 1 + 3 + 1
+    p1_layers = [DenseLayer(rng.normal(size=(5, d1)), rng.normal(size=5), "relu"),
+                 DenseLayer(rng.normal(size=(4, 5)), rng.normal(size=4), "relu"),
+                 DenseLayer(rng.normal(size=(1, 4)), rng.normal(size=1), "sigmoid")]
+    p0_layers = [DenseLayer(rng.normal(size=(1, 1)), rng.normal(size=1), "sigmoid")]
+    model = ev.UpliftHeads(Path("."), {"user": user, "offer": offer, "retrieval": ret}, ["user"],
+                           ["user", "offer", "retrieval"], p0_layers, p1_layers, "x")
+    frames = {"user": pd.DataFrame({"age": [20.0, 55.0, None]})}
+    offers = pd.DataFrame({"category": ["x", "y", "z", "x"]})
+    scores = rng.normal(0.1, 0.3, size=(3, 4))
+    allowed = np.array([[True, False, True, True], [True, True, True, True], [False, False, False, True]])
+    p0, p1 = ev.uplift_scores(model, frames, 3, offers, scores)
+    _, p1_allowed = ev.uplift_scores(model, frames, 3, offers, scores, allowed)
+    from offline.uplift_models import encode_section
+
+    xu, xo = encode_section(user, frames["user"]), encode_section(offer, offers)
+    for i in range(3):
+        for j in range(4):
+            xr = encode_section(ret, {"retrieval_score": [scores[i, j]]}, 1)
+            x = np.concatenate([xu[i:i + 1], xo[j:j + 1], xr], axis=1)
+            want = mlp_forward(p1_layers, x)[0, 0]
+            assert p1[i, j] == pytest.approx(want, rel=1e-5, abs=1e-7)
+            assert (p1_allowed[i, j] == pytest.approx(want, rel=1e-5, abs=1e-7)) if allowed[i, j] \
+                else np.isnan(p1_allowed[i, j])
+    with pytest.raises(ValueError, match="retrieval_scores"):
+        ev.uplift_scores(model, frames, 3, offers)
+
+
 def test_top_n_and_slate_sums() -> None:
     scores = np.array([[3.0, 1.0, 2.0, 5.0], [1.0, 1.0, 1.0, 1.0]])
     allowed = np.array([[True, True, True, False], [False, True, False, False]])
@@ -132,7 +165,7 @@ def test_top_n_and_slate_sums() -> None:
 def evaluated(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("evaluate") / "e"
     result = run_job("evaluate", "--world", world_dir, "--out", out, "--page-views", "400",
-                     "--uplift-arg=--epochs=3", "--uplift-arg=--hidden=8")
+                     "--uplift-arg=--epochs=3", "--uplift-arg=--hidden=8", "--train-arg=--epochs=3")
     assert result.code == 0, result.err
     return out, json.loads((out / "evaluate.json").read_text())
 
@@ -180,9 +213,103 @@ def test_load_uplift_model_from_a_bundle_manifest(evaluated: tuple, tmp_path: Pa
     (bundle / "uplift_manifest_fragment.json").unlink()
     (bundle / "MANIFEST.json").write_text(json.dumps({"format": "offerd-bundle", **frag}))
     model = ev.load_uplift_model(bundle)
-    assert model.p1_inputs[-1] == "offer" and model.feature_schema_id == frag["feature_schema"]["id"]
+    assert model.p1_inputs[-2:] == ["offer", "retrieval"] and model.feature_schema_id == frag["feature_schema"]["id"]
+    assert model.policy == frag["policy"] and model.min_ev(None) == frag["policy"]["min_ev"]
+    assert model.min_ev(0.5) == 0.5
     with pytest.raises(Exception, match="models.uplift"):
         ev.load_uplift_model(tmp_path)
+
+
+def test_the_model_reads_the_retrieval_score_of_the_two_tower_embeddings(evaluated: tuple) -> None:
+    out, doc = evaluated
+    res = doc["worlds"][0]["result"]
+    assert res["retrieval_feature"]["query"] == "user_tower"
+    frag = json.loads((Path(res["uplift_model"])).read_text())
+    assert frag["models"]["uplift"]["heads"]["p1"]["inputs"][-2:] == ["offer", "retrieval"]
+    assert frag["retrieval"]["source"] == str((out / "uplift" / "w" / "train").resolve())
+    assert res["min_ev"] == frag["policy"]["min_ev"] >= 0
+
+
+def test_export_carries_the_retrieval_section_and_checks_the_embeddings(evaluated: tuple, world_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """export --models-from keeps the section, the golden cases (re-evaluated here with numpy
+    from their raw inputs, retrieval_score included) and the validated min_ev; it refuses a
+    bundle whose embeddings differ from those the scores were computed with."""
+    from offline.uplift import load_mlp
+    from offline.uplift_models import encode_section
+
+    out, doc = evaluated
+    upl = Path(doc["worlds"][0]["result"]["uplift_model"]).parent
+    train_dir = out / "uplift" / "w" / "train"
+    ok = run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", "v1",
+                 "--users-out", tmp_path / "u1.jsonl", "--embeddings-from", train_dir,
+                 "--models-from", upl, "--models-from", train_dir)
+    assert ok.code == 0, ok.err
+    bundle = tmp_path / "s" / "v1"
+    manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    frag = json.loads((upl / "uplift_manifest_fragment.json").read_text())
+    spec = manifest["models"]["uplift"]
+    assert spec == frag["models"]["uplift"] and "user_tower" in manifest["models"]
+    (feature,) = spec["inputs"]["retrieval"]["features"]
+    assert feature["name"] == "retrieval_score" and feature["kind"] == "numeric" and feature["std"] > 0
+    assert manifest["policy"]["min_ev"] == frag["policy"]["min_ev"] and manifest["policy"]["retrieval_k"] == 200
+    cases = json.loads((bundle / "golden.json").read_text())["models"]["uplift"]["cases"]
+    assert sum("retrieval_score" in c["inputs"].get("retrieval", {}) for c in cases) >= len(cases) - 2
+    sections = {"user": [FeatureSpec.from_json(f) for f in manifest["feature_schema"]["features"]]}
+    for sec in ("purchases", "context", "offer", "retrieval"):
+        sections[sec] = [FeatureSpec.from_json(f) for f in spec["inputs"][sec]["features"]]
+    heads = {h: load_mlp(spec["heads"][h], bundle) for h in ("p0", "p1")}
+    for case in cases:
+        enc = {sec: encode_section(fs, {f.name: [case["inputs"].get(sec, {}).get(f.name)] for f in fs}, 1)
+               for sec, fs in sections.items()}
+        for h in ("p0", "p1"):
+            x = np.concatenate([enc[s] for s in spec["heads"][h]["inputs"]], axis=1)
+            assert mlp_forward(heads[h], x)[0, 0] == pytest.approx(case["outputs"][h], rel=1e-5, abs=1e-7)
+    # the scores in the examples are the service's: unit query (tower over user + context) . offer row
+    from offline import retrieval
+
+    emb = retrieval.load_embeddings(bundle)
+    offer_ids = pd.read_json(world_dir / "offers.jsonl", lines=True, dtype=False)["offer_id"].astype(str).tolist()
+    checked = 0
+    for case in cases[:8]:
+        inputs = case["inputs"]
+        if inputs["offer"].get("offer_id") not in offer_ids:
+            continue
+        q = emb.queries({k: [v] for k, v in inputs["user"].items()},
+                        {k: [v] for k, v in inputs["context"].items()}, np.array([0]))
+        score = float(emb.scores(q, np.array([offer_ids.index(inputs["offer"]["offer_id"])]))[0])
+        assert score == pytest.approx(inputs["retrieval"]["retrieval_score"], abs=1e-6)
+        checked += 1
+    assert checked >= 1
+    # other embeddings (the export baseline) or no user tower: refused, naming the problem
+    bad = run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", "v2",
+                  "--users-out", tmp_path / "u2.jsonl", "--models-from", upl, "--models-from", train_dir)
+    assert bad.code == 2 and "retrieval_score" in bad.err and "offer_embeddings_sha256" in bad.err
+    bad = run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", "v3",
+                  "--users-out", tmp_path / "u3.jsonl", "--embeddings-from", train_dir, "--models-from", upl)
+    assert bad.code == 2 and "query" in bad.err and not (tmp_path / "s" / "v3").exists()
+
+
+def test_evaluate_reads_the_bundle_and_its_min_ev(evaluated: tuple, world_dir: Path, tmp_path: Path) -> None:
+    out, doc = evaluated
+    upl = Path(doc["worlds"][0]["result"]["uplift_model"]).parent
+    train_dir = out / "uplift" / "w" / "train"
+    assert run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", "v1",
+                   "--users-out", tmp_path / "u.jsonl", "--embeddings-from", train_dir,
+                   "--models-from", upl, "--models-from", train_dir).code == 0
+    r = run_job("evaluate", "--world", world_dir, "--uplift-model", tmp_path / "s" / "v1", "--out", tmp_path / "e",
+                "--page-views", "400", "--min-ev", "0.25")
+    assert r.code == 0, r.err
+    got = json.loads((tmp_path / "e" / "evaluate.json").read_text())["worlds"][0]["result"]
+    assert got["min_ev"] == 0.25 and got["retrieval_feature"]["source"] == str(tmp_path / "s" / "v1")
+    assert got["uplift_trained_here"] is False
+    # same model, same page views: the fragment and the bundle give the same policy values at the same gate
+    r = run_job("evaluate", "--world", world_dir, "--uplift-model", upl, "--out", tmp_path / "e2",
+                "--page-views", "400", "--min-ev", "0.25")
+    assert r.code == 0, r.err
+    again = json.loads((tmp_path / "e2" / "evaluate.json").read_text())["worlds"][0]["result"]
+    for name in ("ours", "response_only", "uplift_only"):
+        assert again["policies"][name]["profit_per_1000"] == pytest.approx(got["policies"][name]["profit_per_1000"])
 
 
 def test_bad_input_exits_2_naming_the_file_and_problem(world_dir: Path, tmp_path: Path) -> None:

@@ -298,3 +298,24 @@ def test_build_reports_a_failed_optional_step_and_still_publishes(tmp_path: Path
     assert status == {"synth": "ok", "schema": "ok", "broken": "failed", "later": "skipped", "export": "ok"}
     assert record["failed"] == ["broken"] and (tmp_path / "s" / "v1" / "MANIFEST.json").is_file()
     assert "--users must be >= 10" in result.err
+
+
+def test_build_trains_two_tower_then_uplift_with_retrieval_and_evaluates_the_bundle(tmp_path: Path) -> None:
+    result = run_job("build", "--out", tmp_path / "b", "--snapshot-root", tmp_path / "s", "--users", "1500",
+                     "--offers", "60", "--seed", "3", "--version", "v1", "--skip", "clv", "--skip", "cohorts",
+                     "--step-arg", "train=--epochs=2", "--step-arg", "uplift=--epochs=3",
+                     "--step-arg", "uplift=--hidden=8", "--step-arg", "evaluate=--page-views=300")
+    assert result.code == 0, result.err
+    build = json.loads((tmp_path / "b" / "build.json").read_text())
+    status = {s["name"]: s["status"] for s in build["steps"]}
+    assert [n for n in status if status[n] == "ok"] == ["synth", "schema", "train", "uplift", "export", "evaluate"]
+    uplift_argv = next(s["argv"] for s in build["steps"] if s["name"] == "uplift")
+    assert uplift_argv[uplift_argv.index("--embeddings-from") + 1] == str(tmp_path / "b" / "train")
+    manifest = json.loads((tmp_path / "s" / "v1" / "MANIFEST.json").read_text())
+    assert manifest["models"]["uplift"]["heads"]["p1"]["inputs"][-2:] == ["offer", "retrieval"]
+    assert "min_ev" in manifest["policy"] and "user_tower" in manifest["models"]
+    evaluation = json.loads((tmp_path / "b" / "evaluate" / "evaluate.json").read_text())
+    world = evaluation["worlds"][0]["result"]
+    assert world["uplift_model"] == str(tmp_path / "s" / "v1" / "MANIFEST.json") and world["page_views"] == 300
+    assert world["min_ev"] == manifest["policy"]["min_ev"] and world["retrieval_feature"]["query"] == "user_tower"
+    assert "## Policy evaluation" in (tmp_path / "b" / "report.md").read_text()

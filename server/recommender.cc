@@ -119,9 +119,8 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   const Assignment assignment = AssignUser(options_.assignment, request.user_id());
 
   // Pin one bundle for the whole request (the canary candidate for users in its fraction).
-  const std::shared_ptr<const Bundle> bundle = snapshots_->Pin(request.user_id());
+  const std::shared_ptr<const Bundle> bundle = snapshots_->Pin(request.user_id(), &info.canary);
   if (bundle == nullptr) return absl::UnavailableError("no snapshot bundle is loaded yet");
-  info.canary = bundle != snapshots_->Pin();
 
   response->Clear();
   response->set_decision_id(NewDecisionId());

@@ -115,13 +115,13 @@ SnapshotManager::~SnapshotManager() {
   retire_queue_->Close();
 }
 
-std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id) const {
+std::shared_ptr<const Bundle> SnapshotManager::Pin(absl::string_view user_id,
+                                                   bool* is_canary) const {
   std::shared_lock<std::shared_mutex> lock(serving_mu_);
-  if (serving_.canary != nullptr &&
-      AssignmentHash(options_.canary_salt, user_id) < serving_.canary_fraction) {
-    return serving_.canary;
-  }
-  return serving_.current;
+  const bool canary = serving_.canary != nullptr &&
+                      AssignmentHash(options_.canary_salt, user_id) < serving_.canary_fraction;
+  if (is_canary != nullptr) *is_canary = canary;
+  return canary ? serving_.canary : serving_.current;
 }
 
 std::shared_ptr<const Bundle> SnapshotManager::Pin() const {

@@ -102,7 +102,8 @@ class SnapshotManager {
 
   // The bundle that serves `user_id` (the canary candidate for users in the canary fraction);
   // nullptr only if nothing was ever loaded.
-  std::shared_ptr<const Bundle> Pin(absl::string_view user_id) const;
+  // `is_canary`, when given, tells whether the candidate was returned.
+  std::shared_ptr<const Bundle> Pin(absl::string_view user_id, bool* is_canary = nullptr) const;
   // The fully published bundle.
   std::shared_ptr<const Bundle> Pin() const;
 

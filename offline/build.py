@@ -13,14 +13,16 @@ Runs :data:`STEPS` in order, each a job of this package run in-process with its 
 synth      world -> ``DIR/world/``
 schema     the bundle's user feature schema -> ``DIR/feature_schema.json`` (the one every
            model job must train on)
-clv        BG/NBD + Gamma-Gamma fit on all transactions before the as-of date -> ``DIR/clv/``
+clv        BG/NBD + Gamma-Gamma fit on all transactions before the as-of date -> ``DIR/clv/``,
+           valued with evaluate's CLV settings (margin rate 0.2, 52 weeks, 10 %/year)
 cohorts    monthly cohort retention/revenue and CLV by acquisition source -> ``DIR/cohorts/``
 train      two-tower embeddings and user tower -> ``DIR/train/`` (a bundle fragment too)
 uplift     uplift heads -> ``DIR/uplift/`` and a bundle fragment in ``DIR/uplift/bundle``; when
            train succeeded, p1 reads the ``retrieval_score`` of its embeddings
            (``--embeddings-from DIR/train``)
-export     bundle ``ROOT/<version>/`` + ``DIR/users.jsonl``; picks up ``DIR/train/*_embeddings.npy``
-           and ``DIR/uplift/bundle`` when those steps succeeded in this build
+export     bundle ``ROOT/<version>/`` + ``DIR/users.jsonl``; picks up ``DIR/train/*_embeddings.npy``,
+           ``DIR/uplift/bundle`` and ``DIR/clv/clv.json`` (the manifest's ``clv`` section) when
+           those steps succeeded in this build
 evaluate   the exported bundle's uplift model and policy against the world's ground truth ->
            ``DIR/evaluate/`` (``offline evaluate --uplift-model <bundle>``) on
            :data:`EVALUATE_PAGE_VIEWS` page views (lighter than the job's default 20,000; the
@@ -32,7 +34,16 @@ A step whose module does not exist yet, or that is not wired (``argv`` is None),
 and reported as such. Required steps (synth, schema, export) stop the build when they fail;
 an optional step that fails is reported and the build goes on, but exits 1 at the end.
 Writes ``DIR/report.md`` (figures of the world, campaigns, bundle and steps; ``segment_mix.png``
-next to it) and ``DIR/build.json``.
+next to it), ``DIR/build.json`` and ``DIR/timings.json`` (wall-clock seconds per step).
+
+**Reproducible.** Two builds with the same ``--seed``, sizes, ``--version`` and step arguments give
+byte-identical files -- world, fits, models, users.jsonl, bundle, evaluation, report, logs --
+except ``timings.json`` and the manifest's ``created_at``: every random draw comes from a seeded
+generator, PyTorch runs single-threaded and deterministic, BLAS single-threaded where results
+are written, and no file records a wall-clock time. Paths are recorded as given on the command
+line (the uplift fragment's embeddings ``source`` is relative to the fragment), so a rerun in
+another directory with the same relative ``--out`` / ``--snapshot-root`` matches too
+(tests/offline/test_reproducible.py).
 """
 from __future__ import annotations
 
@@ -125,9 +136,16 @@ def _schema(ctx: BuildContext) -> dict[str, Any]:
 def _clv_argv(ctx: BuildContext) -> list[str]:
     import datetime as dt
 
+    from offline.evaluate import EvalConfig
+
     calibration_end = dt.date.fromisoformat(ctx.as_of) - dt.timedelta(days=1)  # as-of is exclusive
+    # the CLV valuation of the served bundle = the one evaluate's "ours" (and the uplift job's ROI
+    # gate calibration) value conversions with, so the service ranks as the evaluated policy does
+    valuation = EvalConfig()
     return ["--transactions", str(ctx.world / "transactions.csv"), "--calibration-end",
-            calibration_end.isoformat(), "--out", str(ctx.out / "clv")]
+            calibration_end.isoformat(), "--out", str(ctx.out / "clv"),
+            "--margin", repr(valuation.clv_margin), "--horizon-weeks", repr(valuation.clv_horizon_weeks),
+            "--discount-rate", repr(valuation.annual_discount_rate)]
 
 
 def _cohorts_argv(ctx: BuildContext) -> list[str]:
@@ -162,6 +180,8 @@ def _export_argv(ctx: BuildContext) -> list[str]:
     for step, candidate in (("uplift", ctx.uplift_dir / "bundle"), ("train", ctx.train_dir)):
         if ctx.status.get(step) == "ok" and candidate.is_dir() and any(candidate.glob("*manifest_fragment.json")):
             argv += ["--models-from", str(candidate)]
+    if ctx.status.get("clv") == "ok" and (ctx.out / "clv" / "clv.json").is_file():
+        argv += ["--clv", str(ctx.out / "clv" / "clv.json")]  # the served CLV parameters
     return argv
 
 
@@ -406,7 +426,8 @@ def _evaluate_summary(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         world = doc["worlds"][0]["result"]
-        return {"n": doc["config"]["n"], "page_views": world["page_views"], "policies": world["policies"]}
+        return {"n": doc["config"]["n"], "page_views": world["page_views"], "policies": world["policies"],
+                "ips": world.get("ips") or {}}
     except (OSError, KeyError, IndexError, TypeError, json.JSONDecodeError):
         return {}
 
@@ -418,9 +439,9 @@ def write_report(ctx: BuildContext, steps: list[dict[str, Any]], figures: dict[s
     lines = ["# offline build report", "",
              f"World `{ctx.world}` (seed {ctx.seed}, as-of {ctx.as_of}, {ctx.months} monthly cohorts); "
              f"bundle `{ctx.snapshot_root / ctx.version}`.", "",
-             "## Steps", "", "| step | status | seconds | note |", "|---|---|---|---|"]
+             "## Steps", "", "| step | status | note |", "|---|---|---|"]
     for s in steps:
-        lines.append(f"| {s['name']} | {s['status']} | {s.get('seconds', '')} | {s.get('note', s.get('error', ''))} |")
+        lines.append(f"| {s['name']} | {s['status']} | {s.get('note', s.get('error', ''))} |")
     if sizes:
         lines += ["", "## World", "",
                   f"{sizes.get('users')} users, {sizes.get('offers')} offers, {sizes.get('transactions')} "
@@ -508,6 +529,15 @@ def write_report(ctx: BuildContext, steps: list[dict[str, Any]], figures: dict[s
         for name, row in evaluation["policies"].items():
             lines.append(f"| {name} | {_fmt(row['profit_per_1000'], 1)} | {_fmt(1.96 * row['se_per_1000'], 1)} | "
                          f"{_fmt(None if row.get('share_of_oracle') is None else 100 * row['share_of_oracle'], 1)}% |")
+        ips = evaluation.get("ips") or {}
+        dr = ips.get("doubly_robust_ours")
+        if dr:
+            lines += ["", f"Off-policy estimate of ours' incremental value from the randomized log alone (doubly "
+                          f"robust, {ips['rows']} logged rows of held-out users, ours' top-1 among each campaign's "
+                          f"offers; {ips.get('rows_ours_matches_logged_offer')} rows where the random offer is "
+                          f"ours' pick): {_fmt(dr['dr'], 1)} per 1,000 rows, 95% CI {_fmt(dr['dr_ci'][0], 1)} .. "
+                          f"{_fmt(dr['dr_ci'][1], 1)}; simulator truth {_fmt(ips['truth_ours_per_1000'], 1)} "
+                          f"({'inside' if ips.get('dr_ci_covers_truth') else 'OUTSIDE'} the interval)."]
     other = [s["name"] for s in steps if s["status"] == "ok" and s["name"] not in ("synth", "schema", "export")]
     if other:
         lines += ["", "## Other steps", ""]
@@ -590,16 +620,21 @@ def main(argv: list[str]) -> int:
             figures["embedding_quality"] = embedding_quality(ctx.world, ctx.users_jsonl,
                                                              Path(ctx.results["export"]["bundle"]))
         total = round(time.monotonic() - started, 2)
+        # wall-clock times live in timings.json only: every other file of the build is the same
+        # on a rerun with the same seed, sizes and paths
+        timings = {"steps": {r["name"]: r.pop("seconds") for r in records if "seconds" in r}, "total_seconds": total}
+        common.write_json(args.out / "timings.json", timings)
         (args.out / "report.md").write_text(write_report(ctx, records, figures)
-                                            + f"\nTotal build time: {total:.1f} s.\n", encoding="utf-8")
+                                            + "\nStep and total wall-clock times: `timings.json`.\n", encoding="utf-8")
         failed = [r["name"] for r in records if r["status"] == "failed"]
         build = {"out": str(args.out), "world": str(ctx.world), "snapshot_root": str(args.snapshot_root),
                  "version": version, "bundle": ctx.results.get("export", {}).get("bundle"),
                  "users_jsonl": str(ctx.users_jsonl) if "export" in ctx.results else None,
                  "feature_schema": ctx.results.get("schema"), "steps": records, "failed": failed,
-                 "figures": figures, "total_seconds": total}
+                 "figures": figures}
         common.write_json(args.out / "build.json", json.loads(json.dumps(build, default=str).replace("NaN", "null")))
-        common.emit_json({k: build[k] for k in ("version", "bundle", "users_jsonl", "failed", "total_seconds")})
+        common.emit_json({**{k: build[k] for k in ("version", "bundle", "users_jsonl", "failed")},
+                          "total_seconds": total})
         print(f"build: {'FAILED' if failed else 'done'} in {total:.1f}s; report {args.out / 'report.md'}",
               file=sys.stderr)
         return 1 if failed or failed_required else 0

@@ -4,7 +4,8 @@ Usage::
 
     /usr/bin/python3 -m offline export --world DIR --snapshot-root ROOT [--version V]
         [--users-out FILE] [--index flat|ivf|hnsw] [--prebuilt-index] [--embeddings-from DIR]
-        [--models-from DIR ...] [--embedding-dim 64] [--retrieval-k 200] [--as-of YYYY-MM-DD]
+        [--models-from DIR ...] [--clv FILE] [--embedding-dim 64] [--retrieval-k 200]
+        [--as-of YYYY-MM-DD]
 
 Writes ``ROOT/.tmp-<version>/`` and renames it to ``ROOT/<version>/`` (docs/snapshot-format.md):
 ``MANIFEST.json``, ``offers.jsonl``, ``offer_embeddings.npy`` (float32, unit rows) and, with
@@ -56,6 +57,15 @@ documents of several sources are merged by their ``models`` maps. A fragment may
 ``"retrieval"`` (the fingerprint of the embeddings its ``retrieval_score`` input was computed
 with, offline/retrieval.py): the bundle's ``offer_embeddings.npy`` and user tower must then be
 exactly those, else export fails naming the mismatch.
+
+``--clv FILE`` (``clv.json`` of the ``clv`` job, or its output directory) writes the manifest's
+``clv`` section (docs/snapshot-format.md) from the fit: BG/NBD ``r, alpha, a, b`` (time unit
+weeks, checked against the file's ``time_unit``), Gamma-Gamma ``p, q, v`` and the valuation the
+fit was scored with (``clv.horizon_weeks``, ``clv.margin``, ``clv.annual_discount_rate``). The
+service computes each user's CLV and P(alive) from these and the ``purchases`` base of
+users.jsonl (days since the epoch; it divides by 7, so ``t_x`` and ``T`` are in the fit's weeks;
+``x`` and the repeat spend are defined exactly as in ``offline/clv.py``). Without ``--clv`` the
+manifest has no ``clv`` section and the served CLV is 0.
 
 The output is deterministic for a fixed world (only MANIFEST ``created_at`` and a default
 version differ between runs).
@@ -630,6 +640,54 @@ def read_model_fragments(directories: list[Path], sid: str) -> list[ModelFragmen
 
 POLICY_KEYS = ("beta", "min_ev")
 
+CLV_PARAMS = (("bgnbd", ("r", "alpha", "a", "b")), ("gamma_gamma", ("p", "q", "v")))
+CLV_VALUATION = ("horizon_weeks", "margin", "annual_discount_rate")
+
+
+def clv_section(path: Path) -> dict[str, Any]:
+    """The manifest's ``clv`` section from a ``clv`` job output (``clv.json`` or its directory).
+
+    Checks what the service's manifest parser checks (store/manifest.cc): the time unit is
+    weeks, r, alpha, a, b, p, v > 0, q > 1, 0 <= horizon_weeks <= 520, 0 <= margin <= 1,
+    0 <= annual_discount_rate < 10; errors name the file and field."""
+    if path.is_dir():
+        path = path / "clv.json"
+    if not path.is_file():
+        raise common.JobError(f"{path}: file not found (--clv takes the clv job's clv.json or its directory)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise common.JobError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise common.JobError(f"{path}: expected a JSON object")
+    if doc.get("time_unit") != "week":
+        raise common.JobError(f"{path}: time_unit is {doc.get('time_unit')!r}; the service reads BG/NBD "
+                              f"parameters in weeks")
+    out: dict[str, Any] = {}
+
+    def number(section: str, key: str) -> float:
+        block = doc.get(section)
+        value = block.get(key) if isinstance(block, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise common.JobError(f"{path}: {section}.{key} must be a finite number, got {value!r}")
+        return float(value)
+
+    for section, keys in CLV_PARAMS:
+        for key in keys:
+            out[key] = number(section, key)
+    for key in CLV_VALUATION:
+        out[key] = number("clv", key)
+    bad = [k for k in ("r", "alpha", "a", "b", "p", "v") if not out[k] > 0]
+    if bad:
+        raise common.JobError(f"{path}: {', '.join(bad)} must be > 0")
+    if not out["q"] > 1:
+        raise common.JobError(f"{path}: gamma_gamma.q must be > 1 (finite mean spend), got {out['q']}")
+    limits = {"horizon_weeks": (0.0, 520.0), "margin": (0.0, 1.0), "annual_discount_rate": (0.0, 10.0)}
+    for key, (lo, hi) in limits.items():
+        if not lo <= out[key] <= hi or (key == "annual_discount_rate" and out[key] >= hi):
+            raise common.JobError(f"{path}: clv.{key} = {out[key]} is outside the service's range {lo:g}..{hi:g}")
+    return out
+
 
 def merged_policy(fragments: list[ModelFragment]) -> dict[str, Any]:
     """Policy defaults of the fragments (model-validated ``beta`` / ``min_ev``); two fragments
@@ -709,7 +767,7 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
            index_kind: str = "flat", embeddings_from: Path | None = None,
            embedding_dim: int = DEFAULT_EMBEDDING_DIM, retrieval_k: int = DEFAULT_RETRIEVAL_K,
            as_of: str | None = None, prebuilt_index: bool = False,
-           models_from: list[Path] | None = None) -> dict[str, Any]:
+           models_from: list[Path] | None = None, clv: Path | None = None) -> dict[str, Any]:
     """Write a bundle and users.jsonl; returns a summary (see module docstring)."""
     version = version or common.utc_now_version()
     if not VERSION_RE.match(version) or version.startswith("."):
@@ -728,6 +786,7 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
     sid = schema_id(features)
     schema = {"id": sid, "features": features}
     fragments = read_model_fragments(list(models_from or []), sid)
+    clv_spec = clv_section(clv) if clv is not None else None
 
     diagnostics: dict[str, Any]
     if embeddings_from is not None:
@@ -769,7 +828,8 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
             "format": FORMAT, "format_version": FORMAT_VERSION, "version": version,
             "created_at": common.utc_now_rfc3339(), "embedding_dim": dim, "num_offers": len(world.offers),
             "feature_schema": schema, "index": index,
-            "policy": {"retrieval_k": retrieval_k, **merged_policy(fragments)}, "models": models,
+            "policy": {"retrieval_k": retrieval_k, **merged_policy(fragments)},
+            **({"clv": clv_spec} if clv_spec is not None else {}), "models": models,
             "files": {name: common.file_entry(tmp / name) for name in file_names},
         }
         common.write_json(tmp / "MANIFEST.json", manifest)
@@ -781,7 +841,7 @@ def export(world_dir: Path, snapshot_root: Path, version: str | None, users_out:
     os.replace(users_tmp, users_path)
     return {"version": version, "bundle": str(final), "users_jsonl": str(users_path),
             "num_offers": len(world.offers), "num_users": len(world.users), "embedding_dim": dim,
-            "feature_schema_id": sid, "index": index, "models": sorted(models),
+            "feature_schema_id": sid, "index": index, "models": sorted(models), "clv": clv_spec,
             "embedding_method": method, "embedding_diagnostics": diagnostics,
             "as_of": common.day_to_date(world.as_of_day).isoformat()}
 
@@ -806,6 +866,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory with user_embeddings.npy and offer_embeddings.npy (train output)")
     parser.add_argument("--models-from", type=Path, action="append", default=[],
                         help="directory with a *manifest_fragment.json model export to merge (repeatable)")
+    parser.add_argument("--clv", type=Path,
+                        help="clv.json of the clv job (or its directory): the manifest's clv section")
     parser.add_argument("--embedding-dim", type=int, default=DEFAULT_EMBEDDING_DIM,
                         help="dimension of the baseline embeddings (default %(default)s)")
     parser.add_argument("--retrieval-k", type=int, default=DEFAULT_RETRIEVAL_K,
@@ -821,7 +883,7 @@ def main(argv: list[str]) -> int:
     def body() -> int:
         summary = export(args.world, args.snapshot_root, args.version, args.users_out, args.index,
                          args.embeddings_from, args.embedding_dim, args.retrieval_k, args.as_of,
-                         args.prebuilt_index, args.models_from)
+                         args.prebuilt_index, args.models_from, args.clv)
         common.emit_json(summary)
         return 0
 

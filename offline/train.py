@@ -70,8 +70,9 @@ a stronger non-personalised baseline) and ``random``.
   merged with any other entries already there) and ``user_tower_manifest_fragment.json``
   (``{"models", "feature_schema", "files"}``, the convention ``offline export --models-from DIR``
   merges); :func:`export_user_tower` writes the same into any bundle directory.
-- ``train.json``: config, data sizes, metrics of the model and the baselines, the loss curves,
-  timings; ``train_metrics.png``: the metrics as bars and the loss curves.
+- ``train.json``: config, data sizes, metrics of the model and the baselines, the loss curves;
+  ``train_metrics.png``: the metrics as bars and the loss curves. Wall-clock timings go to
+  stderr only (the files are the same on every run with the same inputs and seed).
 
 Golden outputs are the **pre-normalisation** float32 outputs of the ``embedding`` head (what the
 MLP computes); the service L2-normalises after the head. ``atol`` is 1e-5 (components near 0).
@@ -904,7 +905,7 @@ def run(world_dir: Path, out: Path, cfg: TrainConfig,
         "metric_definitions": ranking_metrics.__doc__.strip(),
         "timings_seconds": {k: round(v, 3) for k, v in timings.items()},
     }
-    common.write_json(out / "train.json", doc)
+    common.write_json(out / "train.json", {k: v for k, v in doc.items() if k != "timings_seconds"})
     return doc, model
 
 
@@ -1010,8 +1011,9 @@ def main(argv: list[str]) -> int:
                 lines.append(f"train: {cand:<9} {name:<10} " + "  ".join(
                     f"{key} {m[key]:.4f}" for key in sorted(m) if "@" in key and not key.startswith("precision")))
         print("\n".join(lines), file=sys.stderr)
+        print("train: timings " + json.dumps(doc["timings_seconds"]), file=sys.stderr)
         common.emit_json({k: doc[k] for k in ("out", "feature_schema_id", "data", "two_tower_over_popularity",
-                                              "beats_popularity", "timings_seconds")}
+                                              "beats_popularity")}
                          | {"metrics": doc["metrics"]})
         return 0
 

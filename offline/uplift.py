@@ -878,7 +878,10 @@ def run_synth(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
         frames[retrieval.SECTION] = pd.DataFrame({retrieval.FEATURE: score})
         sections[retrieval.SECTION] = [fit_feature_spec(retrieval.FEATURE, frames[retrieval.SECTION].loc[~test,
                                                         retrieval.FEATURE], "numeric")]
-        retrieval_info = {**emb.fingerprint(), "source": str(Path(args.embeddings_from).resolve())}
+        source = Path(args.embeddings_from).resolve()
+        # relative to the fragment's directory: the fragment does not depend on where the build ran
+        retrieval_info = {**emb.fingerprint(), "source": (os.path.relpath(source, Path(args.export_dir).resolve())
+                                                          if args.export_dir else str(source))}
     encoder = InputEncoder(sections)
     x_all = encoder.encode(frames, len(log))
     x_tr = {k: v[~test] for k, v in x_all.items()}
@@ -1130,6 +1133,7 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        torch.use_deterministic_algorithms(True)  # with a fixed thread count: the same weights every run
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -1138,9 +1142,11 @@ def main(argv: list[str]) -> int:
     except InputError as exc:
         print(f"offline uplift: error: {exc}", file=sys.stderr)
         return 2
-    doc["timings_seconds"]["total"] = time.perf_counter() - start
+    timings = doc.pop("timings_seconds")  # wall-clock: stderr only, uplift.json is the same on every run
+    timings["total"] = time.perf_counter() - start
     write_json(out / "uplift.json", doc)
-    print(f"uplift: wrote {out / 'uplift.json'} ({doc['timings_seconds']['total']:.1f} s)")
+    print(f"uplift: wrote {out / 'uplift.json'}")
+    print("uplift: timings " + json.dumps({k: round(v, 3) for k, v in timings.items()}), file=sys.stderr)
     return 0
 
 

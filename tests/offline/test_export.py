@@ -319,3 +319,68 @@ def test_build_trains_two_tower_then_uplift_with_retrieval_and_evaluates_the_bun
     assert world["uplift_model"] == str(tmp_path / "s" / "v1" / "MANIFEST.json") and world["page_views"] == 300
     assert world["min_ev"] == manifest["policy"]["min_ev"] and world["retrieval_feature"]["query"] == "user_tower"
     assert "## Policy evaluation" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_clv_section_carries_the_fit_and_users_purchases_are_in_its_units(bundle: Bundle, world_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """``--clv clv.json`` writes the manifest's clv section (store/manifest.h ClvSpec); the
+    service's RFM of users.jsonl (days / 7, core/clv.cc RfmFromPurchaseSummary) reproduces the
+    fit's per-customer summary and CLV."""
+    from offline import clv_math
+    from offline import common
+
+    as_of_day = common.date_to_day(common.parse_date(json.loads((world_dir / "synth.json").read_text())["as_of"]))
+    end = common.day_to_date(as_of_day - 1).isoformat()
+    fit = run_job("clv", "--transactions", world_dir / "transactions.csv", "--calibration-end", end,
+                  "--out", tmp_path / "clv", "--margin", "0.2", "--horizon-weeks", "52", "--discount-rate", "0.1")
+    assert fit.code == 0, fit.err
+    doc = json.loads((tmp_path / "clv" / "clv.json").read_text())
+    result = run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", "v1",
+                     "--users-out", tmp_path / "users.jsonl", "--clv", tmp_path / "clv" / "clv.json")
+    assert result.code == 0, result.err
+    manifest = json.loads((tmp_path / "s" / "v1" / "MANIFEST.json").read_text())
+    want = {**{k: doc["bgnbd"][k] for k in ("r", "alpha", "a", "b")},
+            **{k: doc["gamma_gamma"][k] for k in ("p", "q", "v")},
+            "horizon_weeks": 52.0, "margin": 0.2, "annual_discount_rate": 0.1}
+    assert manifest["clv"] == want
+    assert json.loads(result.out)["clv"] == want
+    assert "clv" not in _manifest(bundle)  # without --clv: no section (served CLV 0)
+    # the rest of the bundle is what export writes without --clv
+    assert (tmp_path / "users.jsonl").read_bytes() == bundle.users_jsonl.read_bytes()
+
+    # units: what the service derives from users.jsonl at now_day = the calibration end
+    customers = pd.read_csv(tmp_path / "clv" / "customers.csv", dtype={"user_id": str}).set_index("user_id")
+    rows = [r for r in _users_lines(tmp_path / "users.jsonl")[1:] if "purchases" in r]
+    assert len(rows) == len(customers)
+    p = pd.DataFrame([{"user_id": r["user_id"], **r["purchases"]} for r in rows]).set_index("user_id")
+    c = customers.loc[p.index]
+    x = p["repeat_days"].to_numpy(dtype=float)
+    t_x = (p["last_purchase_day"] - p["first_purchase_day"]).to_numpy() / 7.0
+    T = (as_of_day - 1 - p["first_purchase_day"]).to_numpy() / 7.0
+    m_x = np.where(x > 0, p["repeat_spend_sum"].to_numpy() / np.maximum(x, 1), 0.0)
+    np.testing.assert_array_equal(x, c["x"].to_numpy())
+    np.testing.assert_allclose(t_x, c["t_x"].to_numpy(), rtol=0, atol=1e-6)  # customers.csv has 10 digits
+    np.testing.assert_allclose(T, c["T"].to_numpy(), rtol=0, atol=1e-6)  # customers.csv has 10 digits
+    np.testing.assert_allclose(m_x, c["m_x"].to_numpy(), rtol=0, atol=0.006)  # spend sums rounded to cents
+    m = manifest["clv"]
+    served = clv_math.clv(m["horizon_weeks"], m["r"], m["alpha"], m["a"], m["b"], m["p"], m["q"], m["v"],
+                          x, t_x, T, m_x, m["margin"], m["annual_discount_rate"])
+    np.testing.assert_allclose(served, c["clv"].to_numpy(), rtol=1e-3, atol=1e-6)
+    assert served.mean() > 0
+
+
+def test_bad_clv_file_is_refused_with_the_field_named(world_dir: Path, tmp_path: Path) -> None:
+    good = {"time_unit": "week", "bgnbd": {"r": 0.2, "alpha": 4.0, "a": 0.8, "b": 2.4},
+            "gamma_gamma": {"p": 6.0, "q": 3.7, "v": 15.0},
+            "clv": {"horizon_weeks": 52.0, "margin": 0.2, "annual_discount_rate": 0.1}}
+    cases = [({"gamma_gamma": {"p": 6.0, "q": 0.9, "v": 15.0}}, "gamma_gamma.q"),
+             ({"time_unit": "day"}, "time_unit"),
+             ({"clv": {"horizon_weeks": 52.0, "margin": 1.5, "annual_discount_rate": 0.1}}, "clv.margin"),
+             ({"bgnbd": {"r": 0.2, "alpha": 4.0, "a": 0.8}}, "bgnbd.b")]
+    for i, (change, field) in enumerate(cases):
+        path = tmp_path / f"clv{i}.json"
+        path.write_text(json.dumps({**good, **change}))
+        result = run_job("export", "--world", world_dir, "--snapshot-root", tmp_path / "s", "--version", f"v{i}",
+                         "--users-out", tmp_path / "users.jsonl", "--clv", path)
+        assert result.code == 2 and field in result.err and str(path) in result.err, result.err
+        assert not (tmp_path / "s" / f"v{i}").exists()

@@ -7,6 +7,7 @@ tests use a deterministic sample of the real file (skipped when it is not presen
 from __future__ import annotations
 
 import json
+import os
 import math
 import sys
 import types
@@ -649,7 +650,9 @@ def test_synth_job_adds_the_retrieval_section_and_golden_cases_recompute(world: 
         {"name": "retrieval_score", "kind": "numeric", "mean": spec["inputs"]["retrieval"]["features"][0]["mean"],
          "std": spec["inputs"]["retrieval"]["features"][0]["std"]}]}
     emb = retrieval.load_embeddings(emb_dir)
-    assert frag["retrieval"] == {**emb.fingerprint(), "source": str(emb_dir.resolve())}
+    # the embeddings' directory is recorded relative to the fragment's directory
+    assert frag["retrieval"] == {**emb.fingerprint(), "source": os.path.relpath(emb_dir.resolve(), bundle.resolve())}
+    assert (bundle / frag["retrieval"]["source"]).resolve() == emb_dir.resolve()
     assert set(frag["policy"]) == {"beta", "min_ev"} and frag["policy"]["min_ev"] >= 0
     doc = json.loads((tmp_path / "o" / "uplift.json").read_text())
     cal = doc["models"]["converted"]["calibration"]

@@ -7,7 +7,7 @@ VAR       ?= var
 
 export PYTHON
 
-.PHONY: all deps build py-stubs test test-cpp test-py test-sanitize bench-swap demo clean help
+.PHONY: all deps build py-stubs test test-cpp test-py test-sanitize bench-swap bench bench-quick demo clean help
 
 all: build
 
@@ -17,6 +17,8 @@ help:
 	@echo "make build  - configure and build into $(BUILD_DIR)/ (binaries in $(BUILD_DIR)/bin)"
 	@echo "make test-sanitize - unit tests under ASan+UBSan, concurrency tests under TSan"
 	@echo "make bench-swap    - hot-swap memory/latency benchmark on a 100k-offer bundle"
+	@echo "make bench         - bundles of 1k..1M offers, stage benchmarks, load sweeps (< 30 min)"
+	@echo "make bench-quick   - the same on 1k and 10k offers, short steps (< 5 min)"
 
 deps:
 	bash scripts/install-deps.sh
@@ -55,6 +57,14 @@ test-sanitize: deps
 # Hot-swap cost on a 100k-offer bundle (memory, swap time, p99 while swapping).
 bench-swap: build
 	OMP_NUM_THREADS=1 $(BUILD_DIR)/bin/swap_bench --offers=100000 --seconds=8
+
+# Stage micro-benchmarks, open-loop load sweeps vs the Health/Check floor, results and plots in
+# benchmarks/results/<date>.{json,md,png}; bundles are built once under $(VAR)/bench/.
+bench: build
+	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/bench.sh
+
+bench-quick: build
+	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/bench.sh --quick
 
 demo: build
 	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/demo.sh

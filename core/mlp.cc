@@ -26,10 +26,40 @@ double AccumulateRow(const DenseLayer& layer, int row, int first_column, const f
   return sum;
 }
 
-void DenseForward(const DenseLayer& layer, const float* input, float* output) {
+// Widest layer whose sums fit the stack buffer of the column-major path; wider layers take the
+// row-major one.
+constexpr int kMaxColumnPathWidth = 512;
+
+// Adds columns [first_column, first_column + count) of the layer, times input[0, count), to
+// sums[0, out), column by column. Per row this is the same sequence of additions as
+// AccumulateRow, minus the terms whose input is zero: a zero input adds a (signed) zero, which
+// leaves a sum unchanged (weights are finite), so the result is the same.
+void AccumulateColumns(const DenseLayer& layer, const float* columns, int first_column,
+                       const float* input, int count, double* sums) {
+  const int out = layer.out;
+  for (int c = 0; c < count; ++c) {
+    const float x = input[c];
+    if (x == 0.0f) continue;
+    const double xd = x;
+    const float* column = columns + static_cast<size_t>(first_column + c) * out;
+    for (int r = 0; r < out; ++r) sums[r] += static_cast<double>(column[r]) * xd;
+  }
+}
+
+void DenseForward(const DenseLayer& layer, const float* columns, const float* input,
+                  float* output) {
+  if (columns == nullptr || layer.out > kMaxColumnPathWidth) {
+    for (int r = 0; r < layer.out; ++r) {
+      const double z = AccumulateRow(layer, r, 0, input, layer.in, layer.bias[r]);
+      output[r] = Activate(layer.activation, static_cast<float>(z));
+    }
+    return;
+  }
+  double sums[kMaxColumnPathWidth];
+  for (int r = 0; r < layer.out; ++r) sums[r] = layer.bias[r];
+  AccumulateColumns(layer, columns, 0, input, layer.in, sums);
   for (int r = 0; r < layer.out; ++r) {
-    const double z = AccumulateRow(layer, r, 0, input, layer.in, layer.bias[r]);
-    output[r] = Activate(layer.activation, static_cast<float>(z));
+    output[r] = Activate(layer.activation, static_cast<float>(sums[r]));
   }
 }
 
@@ -72,6 +102,31 @@ float Activate(Activation activation, float z) {
     }
   }
   return z;
+}
+
+Mlp::Mlp(std::vector<DenseLayer> layers) : layers_(std::move(layers)) {
+  // The transposed copy only for layers whose shapes are consistent; Validate() reports the
+  // others, and a layer without a copy takes the row-major path.
+  columns_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DenseLayer& layer = layers_[i];
+    if (layer.in < 1 || layer.out < 1 ||
+        layer.weight.size() != static_cast<size_t>(layer.in) * static_cast<size_t>(layer.out)) {
+      continue;
+    }
+    std::vector<float>& t = columns_[i];
+    t.resize(layer.weight.size());
+    for (int r = 0; r < layer.out; ++r) {
+      for (int c = 0; c < layer.in; ++c) {
+        t[static_cast<size_t>(c) * layer.out + r] =
+            layer.weight[static_cast<size_t>(r) * layer.in + c];
+      }
+    }
+  }
+}
+
+const float* Mlp::ColumnsOf(size_t layer) const {
+  return layer < columns_.size() && !columns_[layer].empty() ? columns_[layer].data() : nullptr;
 }
 
 absl::StatusOr<Mlp> Mlp::Create(std::vector<DenseLayer> layers) {
@@ -133,7 +188,7 @@ void Mlp::ForwardRest(float* hidden, absl::Span<float> output, absl::Span<float>
     const bool last = i + 1 == layers_.size();
     float* next =
         last ? output.data() : (current == scratch.data() ? scratch.data() + half : scratch.data());
-    DenseForward(layers_[i], current, next);
+    DenseForward(layers_[i], ColumnsOf(i), current, next);
     current = next;
   }
 }
@@ -144,10 +199,10 @@ void Mlp::Forward(absl::Span<const float> input, absl::Span<float> output,
   assert(output.size() >= static_cast<size_t>(output_dim()));
   assert(scratch.size() >= static_cast<size_t>(scratch_size()));
   if (layers_.size() == 1) {
-    DenseForward(layers_[0], input.data(), output.data());
+    DenseForward(layers_[0], ColumnsOf(0), input.data(), output.data());
     return;
   }
-  DenseForward(layers_[0], input.data(), scratch.data());
+  DenseForward(layers_[0], ColumnsOf(0), input.data(), scratch.data());
   ForwardRest(scratch.data(), output, scratch);
 }
 
@@ -157,8 +212,13 @@ void Mlp::FirstLayerPartial(absl::Span<const float> input_prefix,
   assert(input_prefix.size() <= static_cast<size_t>(layer.in));
   assert(partial.size() >= static_cast<size_t>(layer.out));
   const int prefix_width = static_cast<int>(input_prefix.size());
+  for (int r = 0; r < layer.out; ++r) partial[r] = layer.bias[r];
+  if (const float* columns = ColumnsOf(0); columns != nullptr) {
+    AccumulateColumns(layer, columns, 0, input_prefix.data(), prefix_width, partial.data());
+    return;
+  }
   for (int r = 0; r < layer.out; ++r) {
-    partial[r] = AccumulateRow(layer, r, 0, input_prefix.data(), prefix_width, layer.bias[r]);
+    partial[r] = AccumulateRow(layer, r, 0, input_prefix.data(), prefix_width, partial[r]);
   }
 }
 
@@ -171,10 +231,20 @@ void Mlp::ForwardFromPartial(absl::Span<const double> partial, int prefix_width,
   assert(scratch.size() >= static_cast<size_t>(scratch_size()));
   float* first = layers_.size() == 1 ? output.data() : scratch.data();
   const int suffix_width = layer.in - prefix_width;
-  for (int r = 0; r < layer.out; ++r) {
-    const double z =
-        AccumulateRow(layer, r, prefix_width, input_suffix.data(), suffix_width, partial[r]);
-    first[r] = Activate(layer.activation, static_cast<float>(z));
+  const float* columns = ColumnsOf(0);
+  if (columns != nullptr && layer.out <= kMaxColumnPathWidth) {
+    double sums[kMaxColumnPathWidth];
+    std::copy(partial.begin(), partial.begin() + layer.out, sums);
+    AccumulateColumns(layer, columns, prefix_width, input_suffix.data(), suffix_width, sums);
+    for (int r = 0; r < layer.out; ++r) {
+      first[r] = Activate(layer.activation, static_cast<float>(sums[r]));
+    }
+  } else {
+    for (int r = 0; r < layer.out; ++r) {
+      const double z =
+          AccumulateRow(layer, r, prefix_width, input_suffix.data(), suffix_width, partial[r]);
+      first[r] = Activate(layer.activation, static_cast<float>(z));
+    }
   }
   if (layers_.size() > 1) ForwardRest(first, output, scratch);
 }

@@ -43,7 +43,7 @@ class Mlp {
  public:
   Mlp() = default;
   // Takes the layers as given; call Validate() before Forward() (or use Create()).
-  explicit Mlp(std::vector<DenseLayer> layers) : layers_(std::move(layers)) {}
+  explicit Mlp(std::vector<DenseLayer> layers);
 
   // Validates (see Validate()) and returns the network.
   static absl::StatusOr<Mlp> Create(std::vector<DenseLayer> layers);
@@ -82,10 +82,17 @@ class Mlp {
                           absl::Span<float> scratch) const;
 
  private:
+  // Transposed weights of `layer`, or nullptr (row-major path).
+  const float* ColumnsOf(size_t layer) const;
   // Layers 1.. from the first layer's float activations in `hidden` (which lives in scratch).
   void ForwardRest(float* hidden, absl::Span<float> output, absl::Span<float> scratch) const;
 
   std::vector<DenseLayer> layers_;
+  // Each layer's weights transposed ([in, out], column c of W contiguous), when the shapes are
+  // consistent: the forward pass walks the input once, skipping zero inputs (one-hot sections,
+  // ReLU outputs), and updates every row's sum with a vectorisable loop. Each row still sums
+  // bias first, then its columns in order, so results equal the row-major definition.
+  std::vector<std::vector<float>> columns_;
 };
 
 // Applies `activation` to a float32 pre-activation value.

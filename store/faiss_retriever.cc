@@ -96,6 +96,12 @@ absl::StatusOr<std::unique_ptr<FaissRetriever>> FaissRetriever::Create(
         return absl::InvalidArgumentError(
             absl::StrCat(index_path, ": unsupported index class (flat, IVF or HNSW only)"));
       }
+      // FAISS 1.7.3's HNSW search reads the beam width from the index, not from
+      // SearchParametersHNSW, so the manifest's ef_search is set here, while the index is
+      // still private to this load (a built index gets it below).
+      if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index.get()); hnsw != nullptr) {
+        hnsw->hnsw.efSearch = std::max(1, spec.hnsw_ef_search);
+      }
     } else if (spec.type == "flat") {
       index = std::make_unique<faiss::IndexFlatIP>(dim);
       if (absl::Status s = add_all(index.get()); !s.ok()) return s;

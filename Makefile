@@ -66,6 +66,12 @@ bench: build
 bench-quick: build
 	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/bench.sh --quick
 
+# Bulk load of 1M synthetic users by SST ingestion: users/second of offerctl's and offerd's
+# halves (median of 3 runs).
+.PHONY: bench-ingest
+bench-ingest: build
+	$(BUILD_DIR)/bin/ingest_bench --users=1000000 --runs=3
+
 demo: build
 	BUILD_DIR=$(BUILD_DIR) VAR=$(VAR) bash scripts/demo.sh
 

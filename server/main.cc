@@ -32,6 +32,9 @@ ABSL_FLAG(int64_t, snapshot_poll_ms, 5000,
 ABSL_FLAG(std::string, db_path, "", "RocksDB directory (created when missing). Required.");
 ABSL_FLAG(std::vector<std::string>, ingest, {},
           "users.jsonl file(s) to load into the store at startup, comma-separated.");
+ABSL_FLAG(std::string, ingest_sst_dir, "",
+          "When set, AdminService.IngestFeatures accepts SST files inside this directory only "
+          "(offerctl ingest --sst_dir must point there). Empty: any absolute path.");
 ABSL_FLAG(std::string, port_file, "",
           "When set, the bound public port is written to this file once serving.");
 ABSL_FLAG(std::string, admin_port_file, "",
@@ -110,6 +113,7 @@ int main(int argc, char** argv) {
   options.snapshot_root = absl::GetFlag(FLAGS_snapshot_root);
   options.db_path = absl::GetFlag(FLAGS_db_path);
   options.ingest_files = absl::GetFlag(FLAGS_ingest);
+  options.ingest_sst_dir = absl::GetFlag(FLAGS_ingest_sst_dir);
   options.trust_client_time = absl::GetFlag(FLAGS_trust_client_time);
   options.policy_config_path = absl::GetFlag(FLAGS_policy_config);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);

@@ -3,8 +3,14 @@
 #include <grpcpp/security/credentials.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -18,6 +24,7 @@
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/cli_help.h"
 #include "store/file_util.h"
+#include "store/users_sst.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "Address of offerd's public port.");
 ABSL_FLAG(std::string, admin_addr, "127.0.0.1:50052", "Address of offerd's admin port.");
@@ -42,6 +49,16 @@ ABSL_FLAG(std::string, directory, "", "checkpoint: directory to write (absolute,
 ABSL_FLAG(std::string, offer_id, "", "override: offer id.");
 ABSL_FLAG(std::string, paused, "", "override: true to pause, false to resume.");
 ABSL_FLAG(int64_t, budget, -2, "override: redemptions allowed; -1 clears the override.");
+ABSL_FLAG(std::string, sst_dir, "",
+          "ingest: directory for the SST files; offerd must be able to read it (same machine "
+          "or a shared filesystem). Default: a fresh directory next to FILE, removed "
+          "afterwards.");
+ABSL_FLAG(bool, keep_sst, false, "ingest: keep the SST files after the call.");
+ABSL_FLAG(bool, allow_schema_change, false,
+          "ingest: accept a feature schema different from the stored features' and the "
+          "serving bundle's (a full re-ingest before loading a bundle with the new schema).");
+ABSL_FLAG(int64_t, max_sst_mb, 256, "ingest: start a new SST file after this many MiB.");
+ABSL_FLAG(int, parse_threads, 0, "ingest: threads parsing FILE; 0 = one per core.");
 ABSL_FLAG(double, canary, 0.0,
           "load: start the version as a canary serving this fraction of users (0 < f < 1).");
 
@@ -61,7 +78,10 @@ constexpr char kUsage[] =
     "  unpin                       let the watcher advance to the newest valid bundle\n"
     "  override --offer_id=O [--paused=true|false] [--budget=N|-1]\n"
     "  forget --user=U              erase everything stored about a user\n"
-    "  checkpoint --directory=D     consistent RocksDB checkpoint (backup)";
+    "  checkpoint --directory=D     consistent RocksDB checkpoint (backup)\n"
+    "  ingest FILE [--sst_dir=D] [--keep_sst] [--allow_schema_change] [--parse_threads=N]\n"
+    "                              bulk-load users.jsonl FILE into the running offerd: writes\n"
+    "                              sorted SST files, offerd validates and ingests them";
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "offerctl: %s\n", message.c_str());
@@ -97,6 +117,104 @@ void SetDeadline(grpc::ClientContext* context) {
                         std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
 }
 
+// The admin bearer token from --admin_token_file; "" when none is configured.
+absl::StatusOr<std::string> ReadAdminToken() {
+  const std::string token_file = absl::GetFlag(FLAGS_admin_token_file);
+  if (token_file.empty()) return std::string();
+  absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);
+  if (!token.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admin_token_file: ", token.status().message()));
+  }
+  return std::string(absl::StripAsciiWhitespace(*token));
+}
+
+void AddAdminToken(const std::string& token, grpc::ClientContext* context) {
+  if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// `offerctl ingest FILE`: users.jsonl -> SST files (here) -> AdminService.IngestFeatures
+// (offerd validates and ingests them into its database, which only it can open).
+int Ingest(const std::string& users_file, const std::string& admin_addr) {
+  namespace fs = std::filesystem;
+  const auto start = std::chrono::steady_clock::now();
+  std::error_code ec;
+  const fs::path users_path = fs::absolute(users_file, ec);
+  if (ec || !fs::is_regular_file(users_path, ec)) {
+    return Fail(absl::StrCat("ingest: ", users_file, ": no such file"));
+  }
+  // Read before the long part, so that a bad token file fails fast.
+  absl::StatusOr<std::string> token = ReadAdminToken();
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  std::string sst_dir = absl::GetFlag(FLAGS_sst_dir);
+  const bool own_dir = sst_dir.empty();
+  if (own_dir) {
+    // Next to the users file: usually where there is room for a copy of the data.
+    std::string pattern = (users_path.parent_path() / ".offerctl-ingest-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      return Fail(absl::StrCat("ingest: cannot create a directory next to ", users_file, ": ",
+                               std::strerror(errno)));
+    }
+    sst_dir = pattern;
+  }
+  offerd::WriteUsersSstOptions options;
+  options.directory = sst_dir;
+  options.max_file_bytes = absl::GetFlag(FLAGS_max_sst_mb) << 20;
+  options.parse_threads = absl::GetFlag(FLAGS_parse_threads);
+  absl::StatusOr<offerd::WriteUsersSstResult> written =
+      offerd::WriteUsersSst(users_path.string(), options);
+  // Whatever happens next, leave no SST files behind unless asked to.
+  struct Cleanup {
+    bool keep, own_dir;
+    std::string dir;
+    const std::vector<std::string>* paths;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (keep) return;
+      if (paths != nullptr) {
+        for (const std::string& p : *paths) fs::remove(p, ignored);
+      }
+      if (own_dir) fs::remove_all(dir, ignored);
+    }
+  } cleanup{absl::GetFlag(FLAGS_keep_sst), own_dir, sst_dir,
+            written.ok() ? &written->paths : nullptr};
+  if (!written.ok()) return Fail(absl::StrCat("ingest: ", written.status().message()));
+  std::fprintf(stderr,
+               "offerctl: wrote %lld users into %zu SST files (%.1f MB) in %s: parse %.2f s, "
+               "sort+write %.2f s\n",
+               static_cast<long long>(written->users), written->paths.size(),
+               static_cast<double>(written->bytes) / 1e6, sst_dir.c_str(), written->parse_seconds,
+               written->write_seconds);
+
+  offerd::v1::IngestFeaturesRequest request;
+  for (const std::string& path : written->paths) request.add_paths(path);
+  request.set_feature_schema_id(written->feature_schema_id);
+  request.set_allow_schema_change(absl::GetFlag(FLAGS_allow_schema_change));
+  auto admin = offerd::v1::AdminService::NewStub(
+      grpc::CreateChannel(admin_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  // Validation reads every file: allow minutes, whatever --timeout_ms says for quick calls.
+  context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(std::max(absl::GetFlag(FLAGS_timeout_ms), 600000)));
+  AddAdminToken(*token, &context);
+  offerd::v1::IngestFeaturesResponse response;
+  grpc::Status status = admin->IngestFeatures(&context, request, &response);
+  if (!status.ok()) return CallFailed("ingest", status, admin_addr);
+  const double total_seconds = SecondsSince(start);
+  std::fprintf(stderr,
+               "offerctl: ingested %lld users in %.2f s (%.0f users/s): validate %.2f s, "
+               "ingest %.2f s\n",
+               static_cast<long long>(response.users()), total_seconds,
+               static_cast<double>(response.users()) / total_seconds, response.validate_ms() / 1e3,
+               response.ingest_ms() / 1e3);
+  return PrintJson(response);
+}
+
 bool ParseEventType(std::string text, offerd::v1::EventType* type) {
   text = absl::AsciiStrToUpper(text);
   return offerd::v1::EventType_Parse(text, type) && *type != offerd::v1::EVENT_TYPE_UNSPECIFIED;
@@ -108,6 +226,12 @@ int main(int argc, char** argv) {
   if (offerd::MaybePrintHelp(argc, argv, kUsage, "server/offerctl.cc")) return 0;
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() >= 2 && std::string(args[1]) == "ingest") {
+    if (args.size() != 3) {
+      return Fail(absl::StrCat("ingest: expected one users.jsonl FILE\n\n", kUsage));
+    }
+    return Ingest(args[2], absl::GetFlag(FLAGS_admin_addr));
+  }
   if (args.size() != 2) return Fail(absl::StrCat("expected one command\n\n", kUsage));
   const std::string command = args[1];
   const std::string addr = absl::GetFlag(FLAGS_addr);
@@ -164,12 +288,9 @@ int main(int argc, char** argv) {
       grpc::CreateChannel(admin_addr, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context);
-  if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
-    absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);
-    if (!token.ok()) return Fail(absl::StrCat("--admin_token_file: ", token.status().message()));
-    context.AddMetadata("authorization",
-                        absl::StrCat("Bearer ", absl::StripAsciiWhitespace(*token)));
-  }
+  absl::StatusOr<std::string> token = ReadAdminToken();
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  AddAdminToken(*token, &context);
   if (command == "override") {
     offerd::v1::SetOfferOverrideRequest request;
     request.set_offer_id(absl::GetFlag(FLAGS_offer_id));

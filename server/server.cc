@@ -96,6 +96,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
 
   RocksDbStore::Options store_options;
   store_options.path = options.db_path;
+  store_options.sst_ingest_directory = options.ingest_sst_dir;
   absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = std::move(*store);

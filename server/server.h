@@ -41,6 +41,7 @@ class OfferdServer {
     std::string snapshot_root;                     // required
     std::string db_path;                           // required
     std::vector<std::string> ingest_files;         // users.jsonl files to ingest at startup
+    std::string ingest_sst_dir;  // IngestFeatures reads SST files only under it; "" = anywhere
     bool trust_client_time = false;
     std::string policy_config_path;  // --policy_config; "" = defaults (holdout 5%, no arms)
     std::string metrics_listen;      // /metrics, /healthz, /readyz; "" = no HTTP endpoint

@@ -257,6 +257,75 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetUserState(
   return reactor;
 }
 
+namespace {
+
+constexpr int kMaxIngestFiles = 1000;
+constexpr size_t kMaxFeatureSchemaIdBytes = 128;
+
+// The serving and canary bundles encode user features with their own schema: features
+// ingested under another one would make every ingested user look unknown to them.
+absl::Status CheckSchemaAgainstBundles(const SnapshotManager::StatusSnapshot& status,
+                                       const std::string& feature_schema_id) {
+  for (const std::optional<SnapshotManager::BundleInfo>* bundle :
+       {&status.current, &status.canary}) {
+    if (bundle->has_value() && (*bundle)->feature_schema_id != feature_schema_id) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "bundle ", (*bundle)->version, " uses feature schema \"", (*bundle)->feature_schema_id,
+          "\", these files \"", feature_schema_id,
+          "\"; set allow_schema_change for a full re-ingest before loading a bundle trained "
+          "with the new schema"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::IngestFeatures(grpc::CallbackServerContext* context,
+                                                           const v1::IngestFeaturesRequest* request,
+                                                           v1::IngestFeaturesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  OFFERD_AUTHORIZE(reactor, context);
+  absl::Status status =
+      CheckLength("feature_schema_id", request->feature_schema_id(), 1, kMaxFeatureSchemaIdBytes);
+  if (status.ok() && (request->paths_size() < 1 || request->paths_size() > kMaxIngestFiles)) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("paths: 1..", kMaxIngestFiles, " files, got ", request->paths_size()));
+  }
+  if (status.ok() && !request->allow_schema_change()) {
+    status = CheckSchemaAgainstBundles(snapshots_->Status(), request->feature_schema_id());
+  }
+  if (status.ok()) {
+    RocksDbStore::SstIngestRequest ingest;
+    ingest.paths.assign(request->paths().begin(), request->paths().end());
+    ingest.feature_schema_id = request->feature_schema_id();
+    ingest.allow_schema_change = request->allow_schema_change();
+    absl::StatusOr<RocksDbStore::SstIngestStats> stats = store_->IngestSst(ingest);
+    status = stats.status();
+    if (stats.ok()) {
+      response->set_users(stats->users);
+      response->set_purchase_records(stats->purchase_records);
+      response->set_files(stats->files);
+      response->set_bytes(stats->bytes);
+      response->set_validate_ms(stats->validate_seconds * 1e3);
+      response->set_ingest_ms(stats->ingest_seconds * 1e3);
+      response->set_feature_schema_id(request->feature_schema_id());
+      response->set_previous_feature_schema_id(stats->previous_feature_schema_id);
+      log::Info("features_ingested", {{"users", stats->users},
+                                      {"purchase_records", stats->purchase_records},
+                                      {"files", stats->files},
+                                      {"bytes", stats->bytes},
+                                      {"validate_seconds", stats->validate_seconds},
+                                      {"ingest_seconds", stats->ingest_seconds},
+                                      {"feature_schema_id", request->feature_schema_id()}});
+    } else {
+      log::Warning("features_ingest_failed", {{"error", std::string(status.message())}});
+    }
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
                                                       const v1::GetStatusRequest* /*request*/,
                                                       v1::GetStatusResponse* response) {

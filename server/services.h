@@ -82,6 +82,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetUserState(grpc::CallbackServerContext* context,
                                          const v1::GetUserStateRequest* request,
                                          v1::GetUserStateResponse* response) override;
+  grpc::ServerUnaryReactor* IngestFeatures(grpc::CallbackServerContext* context,
+                                           const v1::IngestFeaturesRequest* request,
+                                           v1::IngestFeaturesResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
                                       const v1::GetStatusRequest* request,
                                       v1::GetStatusResponse* response) override;

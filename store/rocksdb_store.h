@@ -67,6 +67,9 @@ class RocksDbStore final : public FeatureStore {
     int64_t fatigue_retention_seconds = 90LL * 24 * 3600;
     // Clock of the compaction filter (Unix ms); the system clock when empty.
     std::function<int64_t()> now_ms;
+    // When non-empty, IngestSst accepts files inside this directory only (compared after
+    // resolving symbolic links of both directories). Empty: any absolute path.
+    std::string sst_ingest_directory;
   };
 
   struct IngestStats {
@@ -85,6 +88,39 @@ class RocksDbStore final : public FeatureStore {
 
   // Loads a users.jsonl file atomically (nothing is written unless every line is valid).
   absl::StatusOr<IngestStats> IngestUsersFile(const std::string& path);
+
+  struct SstIngestRequest {
+    // Absolute, normalised paths of regular files written by WriteUsersSst
+    // (store/users_sst.h); at least one must hold `users` data.
+    std::vector<std::string> paths;
+    // Required; every file and every user record in them must carry it.
+    std::string feature_schema_id;
+    // False: refuse (FAILED_PRECONDITION) files whose schema differs from the one the stored
+    // features were ingested with. True: accept them (a full re-ingest under a new schema);
+    // the store then records the new schema id.
+    bool allow_schema_change = false;
+  };
+  struct SstIngestStats {
+    int64_t users = 0;             // user feature records ingested
+    int64_t purchase_records = 0;  // offline purchase bases ingested (empty ones included)
+    int64_t files = 0;
+    int64_t bytes = 0;             // total size of the files
+    double validate_seconds = 0;   // staging, checking every entry, writing the meta file
+    double ingest_seconds = 0;     // RocksDB IngestExternalFiles
+    std::string previous_feature_schema_id;  // "" when the store had none
+  };
+  // Bulk-loads SST files into the running database, atomically across column families: either
+  // every file lands (and the store records `feature_schema_id`) or none does. Only user
+  // features and offline purchase *bases* are replaced; online purchase deltas, fatigue state
+  // and everything else are untouched. Each path is checked (absolute, normalised, a regular
+  // file and not a symbolic link, readable, inside `sst_ingest_directory` when set), copied
+  // into a staging directory inside the database directory and validated there with
+  // ValidateUsersSst: the database then owns files nobody else can change after the check,
+  // and the caller's files stay the caller's (to delete). Errors: INVALID_ARGUMENT naming the
+  // path (index and name) and the problem; FAILED_PRECONDITION for a schema change without
+  // `allow_schema_change`. On any error nothing is written. Ingests are serialised; serving
+  // continues meanwhile.
+  absl::StatusOr<SstIngestStats> IngestSst(const SstIngestRequest& request);
 
   // The user's fatigue record (empty for a user never shown anything).
   absl::StatusOr<UserFatigueRecord> GetUserFatigue(absl::string_view user_id) const;
@@ -151,6 +187,10 @@ class RocksDbStore final : public FeatureStore {
   rocksdb::ColumnFamilyHandle* offers_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   int64_t fatigue_retention_seconds_ = 0;
+  std::string path_;
+  std::string sst_ingest_directory_;
+  // Serialises bulk loads (schema check, staging directory, ingestion).
+  std::mutex ingest_mu_;
 
   // Standard-library locks (not absl::Mutex): Debian's Abseil is not built with
   // ThreadSanitizer, which then cannot see absl::Mutex synchronisation; these can be checked.

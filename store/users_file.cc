@@ -1,9 +1,16 @@
 #include "store/users_file.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
+#include <fstream>
 #include <limits>
+#include <system_error>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "core/request_limits.h"
 #include "store/json_util.h"
 
@@ -140,6 +147,75 @@ absl::StatusOr<UserLine> ParseUserLine(const UsersFileHeader& header, absl::stri
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(e.what());
   }
+}
+
+absl::StatusOr<UsersFileHeader> ReadUsersFile(const std::string& path, const UserLineFn& on_user,
+                                              int parse_threads) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::string line;
+  int64_t line_number = 0;
+  std::optional<UsersFileHeader> header;
+  while (!header && std::getline(in, line)) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    absl::StatusOr<UsersFileHeader> parsed = ParseUsersHeader(line);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_number, ": ", parsed.status().message()));
+    }
+    header = std::move(*parsed);
+  }
+  if (in.bad()) return absl::UnavailableError(absl::StrCat(path, ": read error"));
+  if (!header) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file (no header)"));
+
+  // Batches of lines: read here, parsed on `threads` threads (strided, so slow lines spread
+  // out), handed to `on_user` here in file order. Buffers are reused across batches.
+  const int threads = std::max(1, parse_threads);
+  const size_t batch_size = threads == 1 ? 1 : 1024 * static_cast<size_t>(threads);
+  std::vector<std::string> lines(batch_size);
+  std::vector<int64_t> numbers(batch_size);
+  std::vector<absl::StatusOr<UserLine>> parsed(batch_size);
+  size_t count = 0;
+  const auto parse_slice = [&](size_t first, size_t step) {
+    for (size_t i = first; i < count; i += step) parsed[i] = ParseUserLine(*header, lines[i]);
+  };
+  const auto flush = [&]() -> absl::Status {
+    if (threads == 1 || count < 2) {
+      parse_slice(0, 1);
+    } else {
+      std::vector<std::thread> workers;
+      for (int t = 1; t < threads; ++t) {
+        try {
+          workers.emplace_back(parse_slice, t, threads);
+        } catch (const std::system_error&) {
+          parse_slice(t, threads);  // no thread to spare: parse that slice here
+        }
+      }
+      parse_slice(0, threads);
+      for (std::thread& w : workers) w.join();
+    }
+    for (size_t i = 0; i < count; ++i) {
+      if (!parsed[i].ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", numbers[i], ": ", parsed[i].status().message()));
+      }
+      if (absl::Status s = on_user(numbers[i], *std::move(parsed[i])); !s.ok()) return s;
+    }
+    count = 0;
+    return absl::OkStatus();
+  };
+  while (std::getline(in, lines[count])) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(lines[count]).empty()) continue;
+    numbers[count] = line_number;
+    if (++count == batch_size) {
+      if (absl::Status s = flush(); !s.ok()) return s;
+    }
+  }
+  if (in.bad()) return absl::UnavailableError(absl::StrCat(path, ": read error"));
+  if (absl::Status s = flush(); !s.ok()) return s;
+  return *std::move(header);
 }
 
 }  // namespace offerd

@@ -53,8 +53,14 @@ ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the bearer token every AdminService call must carry "
           "(authorization: Bearer <token>). Required when --admin_listen is not loopback.");
 ABSL_FLAG(int32_t, max_in_flight, 256,
-          "OfferService calls worked on at once; beyond it calls fail fast with "
-          "RESOURCE_EXHAUSTED.");
+          "OfferService calls admitted at once (queued for a worker or running); beyond it "
+          "calls fail fast with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, worker_threads, 0,
+          "Threads that run OfferService calls (0 = one per core). gRPC's own threads only "
+          "admit calls and hand them over, so overload is visible to admission control.");
+ABSL_FLAG(double, max_queue_wait_ms, 50.0,
+          "An admitted OfferService call that waited longer than this for a worker is shed "
+          "with RESOURCE_EXHAUSTED: under overload, admitted calls keep a bounded latency.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS on --listen.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS on --listen.");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -121,6 +127,15 @@ int main(int argc, char** argv) {
   options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   options.degrade_below = absl::Milliseconds(absl::GetFlag(FLAGS_degrade_below_ms));
   if (options.max_in_flight < 1) return Fail("--max_in_flight must be >= 1");
+  options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
+  if (options.worker_threads < 0 || options.worker_threads > 256) {
+    return Fail("--worker_threads must be in [0, 256] (0 = one per core)");
+  }
+  const double max_queue_wait_ms = absl::GetFlag(FLAGS_max_queue_wait_ms);
+  if (!(max_queue_wait_ms > 0) || max_queue_wait_ms > 60000) {
+    return Fail("--max_queue_wait_ms must be in (0, 60000]");
+  }
+  options.max_queue_wait = absl::Milliseconds(max_queue_wait_ms);
   if (const std::string token_file = absl::GetFlag(FLAGS_admin_token_file); !token_file.empty()) {
     absl::StatusOr<std::string> token = offerd::ReadFileToString(token_file);
     if (!token.ok()) return Fail(absl::StrCat("--admin_token_file: ", token.status().message()));

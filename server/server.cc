@@ -6,7 +6,9 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "server/clock.h"
@@ -21,6 +23,7 @@
 #include "server/recommender.h"
 #include "server/services.h"
 #include "server/snapshot_manager.h"
+#include "server/worker_pool.h"
 #include "store/rocksdb_store.h"
 
 namespace offerd {
@@ -150,9 +153,17 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   server->events_ = std::make_unique<EventApplier>(server->snapshots_.get(), store_ptr, clock,
                                                    options.trust_client_time,
                                                    server->metrics_.get(), server->event_log_.get());
+  const int worker_threads =
+      options.worker_threads > 0
+          ? options.worker_threads
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  server->workers_ = std::make_unique<WorkerPool>(worker_threads);
+  OfferServiceImpl::Options service_options;
+  service_options.max_in_flight = options.max_in_flight;
+  service_options.pool = server->workers_.get();
+  service_options.max_queue_wait = options.max_queue_wait;
   server->offer_service_ = std::make_unique<OfferServiceImpl>(
-      server->recommender_.get(), server->events_.get(), server->metrics_.get(),
-      options.max_in_flight);
+      server->recommender_.get(), server->events_.get(), server->metrics_.get(), service_options);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
       server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token);
   server->metrics_->WatchState(server->snapshots_.get(), store_ptr, clock,
@@ -233,6 +244,8 @@ void OfferdServer::Shutdown(absl::Duration drain) {
   if (admin_server_ != nullptr) {
     admin_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
   }
+  // Every call has finished (gRPC's Shutdown waits for them), so the workers are idle.
+  if (workers_ != nullptr) workers_->Stop();
   for (JsonlLogWriter* log : {decision_log_.get(), event_log_.get()}) {
     if (log == nullptr) continue;
     if (absl::Status s = log->Close(); !s.ok()) {

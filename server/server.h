@@ -24,6 +24,7 @@ class JsonlLogWriter;
 class MetricsRegistry;
 class ServerMetrics;
 class OfferServiceImpl;
+class WorkerPool;
 class Recommender;
 class RocksDbStore;
 class SnapshotManager;
@@ -48,6 +49,10 @@ class OfferdServer {
     std::string log_dir;             // decision and event logs; "" = not written
     std::string admin_token;         // required on admin calls when non-empty
     int max_in_flight = 256;         // OfferService calls beyond this are shed
+    // Threads running OfferService calls (0 = one per core); gRPC's own threads only admit.
+    int worker_threads = 0;
+    // An admitted call that waited longer than this for a worker is shed.
+    absl::Duration max_queue_wait = absl::Milliseconds(50);
     absl::Duration degrade_below = absl::Milliseconds(2);  // see Recommender::Options
     // TLS on the public port: PEM certificate chain and key (both or neither); with a client
     // CA, clients must present a certificate it signed (mTLS).
@@ -93,6 +98,7 @@ class OfferdServer {
   std::unique_ptr<SnapshotManager> snapshots_;
   std::unique_ptr<Recommender> recommender_;
   std::unique_ptr<EventApplier> events_;
+  std::unique_ptr<WorkerPool> workers_;  // outlives the gRPC server's shutdown
   std::unique_ptr<OfferServiceImpl> offer_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -70,6 +70,13 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
       "offerd_requests_shed_total", "Calls refused without work, by reason.", {"reason"}));
   shed_overload_ = &shed.WithLabels({"overload"});
   shed_deadline_ = &shed.WithLabels({"deadline"});
+  shed_queue_timeout_ = &shed.WithLabels({"queue_timeout"});
+  queue_wait_ = &registry
+                     ->AddHistogram(MetricInfo("offerd_queue_wait_seconds",
+                                               "Time an admitted OfferService call waited for a "
+                                               "worker thread."),
+                                    LatencyBucketsSeconds())
+                     .Get();
   CounterFamily& events = registry->AddCounter(MetricInfo(
       "offerd_events_total", "ReportEvents events by type and outcome.", {"type", "outcome"}));
   for (int kind = 1; kind <= 5; ++kind) {

@@ -37,6 +37,9 @@ class ServerMetrics {
   Counter& filtered_below_roi_gate() { return *below_roi_gate_; }
   Counter& shed_overload() { return *shed_overload_; }
   Counter& shed_deadline() { return *shed_deadline_; }
+  Counter& shed_queue_timeout() { return *shed_queue_timeout_; }
+  // Time an admitted OfferService call waited for a worker thread.
+  Histogram& queue_wait() { return *queue_wait_; }
   // Events by type (EventKind 1..5) and outcome.
   Counter& event(int kind, int outcome) { return *events_[kind][outcome]; }
   static constexpr int kAccepted = 0, kDuplicate = 1, kRejected = 2;
@@ -63,6 +66,8 @@ class ServerMetrics {
   Counter* below_roi_gate_ = nullptr;
   Counter* shed_overload_ = nullptr;
   Counter* shed_deadline_ = nullptr;
+  Counter* shed_queue_timeout_ = nullptr;
+  Histogram* queue_wait_ = nullptr;
   std::array<std::array<Counter*, 3>, 6> events_{};
   Counter* candidates_retrieved_ = nullptr;
   Counter* offers_served_ = nullptr;

@@ -61,15 +61,54 @@ void OfferServiceImpl::Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor,
   reactor->Finish(ToGrpcStatus(status));
 }
 
+void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
+                                grpc::ServerUnaryReactor* reactor,
+                                std::chrono::steady_clock::time_point start,
+                                std::function<absl::Status()> work) {
+  if (pool_ == nullptr) {
+    Finish(rpc, reactor, work(), start, true);
+    return;
+  }
+  // The call's context, request and response stay valid until the reactor is finished.
+  auto task = [this, context, rpc, reactor, start, work = std::move(work)] {
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (metrics_ != nullptr) {
+      metrics_->queue_wait().Observe(std::chrono::duration<double>(waited).count());
+    }
+    if (waited > max_queue_wait_) {
+      if (metrics_ != nullptr) metrics_->shed_queue_timeout().Increment();
+      Finish(rpc, reactor,
+             absl::ResourceExhaustedError(absl::StrCat(
+                 "overloaded: waited ",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(),
+                 " ms for a worker (limit ",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(max_queue_wait_).count(),
+                 " ms); retry with backoff")),
+             start, true);
+      return;
+    }
+    if (DeadlinePassed(context)) {
+      if (metrics_ != nullptr) metrics_->shed_deadline().Increment();
+      Finish(rpc, reactor, absl::DeadlineExceededError("deadline passed while queued"), start,
+             true);
+      return;
+    }
+    Finish(rpc, reactor, work(), start, true);
+  };
+  if (!pool_->Submit(std::move(task))) {
+    Finish(rpc, reactor, absl::UnavailableError("shutting down"), start, true);
+  }
+}
+
 grpc::ServerUnaryReactor* OfferServiceImpl::Recommend(grpc::CallbackServerContext* context,
                                                       const v1::RecommendRequest* request,
                                                       v1::RecommendResponse* response) {
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Admit(context, Rpc::kRecommend, reactor, start)) return reactor;
-  Finish(Rpc::kRecommend, reactor,
-         recommender_->Recommend(*request, response, absl::FromChrono(context->deadline())),
-         start, true);
+  Dispatch(context, Rpc::kRecommend, reactor, start, [this, context, request, response] {
+    return recommender_->Recommend(*request, response, absl::FromChrono(context->deadline()));
+  });
   return reactor;
 }
 
@@ -79,7 +118,8 @@ grpc::ServerUnaryReactor* OfferServiceImpl::ReportEvents(grpc::CallbackServerCon
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Admit(context, Rpc::kReportEvents, reactor, start)) return reactor;
-  Finish(Rpc::kReportEvents, reactor, events_->Apply(*request, response), start, true);
+  Dispatch(context, Rpc::kReportEvents, reactor, start,
+           [this, request, response] { return events_->Apply(*request, response); });
   return reactor;
 }
 

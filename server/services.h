@@ -3,8 +3,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 
+#include "absl/time/time.h"
 #include "offerd/v1/admin_service.grpc.pb.h"
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/event_applier.h"
@@ -12,19 +14,33 @@
 #include "server/clock.h"
 #include "server/server_metrics.h"
 #include "server/snapshot_manager.h"
+#include "server/worker_pool.h"
 #include "store/rocksdb_store.h"
 
 namespace offerd {
 
-// gRPC callback-API implementation of offerd.v1.OfferService. Handlers run inline on gRPC's
-// threads; they never block on a bundle load.
+// gRPC callback-API implementation of offerd.v1.OfferService. Handlers never block on a
+// bundle load.
+//
+// Admission: a call whose deadline has passed is refused (DEADLINE_EXCEEDED); beyond
+// `max_in_flight` admitted calls (queued + running) a call fails fast with RESOURCE_EXHAUSTED.
+// With a `pool`, admitted calls are handed to it and gRPC's thread returns at once, so overload
+// is seen here instead of piling up invisibly inside gRPC; a call that waited in the pool's
+// queue longer than `max_queue_wait` is refused with RESOURCE_EXHAUSTED (its caller is better
+// served by a retry elsewhere than by an answer that is already late), as is one whose
+// deadline passed while it waited. Without a pool, calls run inline on gRPC's thread.
 class OfferServiceImpl final : public v1::OfferService::CallbackService {
  public:
-  // Calls beyond `max_in_flight` concurrent ones fail fast with RESOURCE_EXHAUSTED.
+  struct Options {
+    int max_in_flight = 256;
+    WorkerPool* pool = nullptr;  // not owned; must outlive the gRPC server's shutdown
+    absl::Duration max_queue_wait = absl::Milliseconds(50);
+  };
   OfferServiceImpl(const Recommender* recommender, EventApplier* events, ServerMetrics* metrics,
-                   int max_in_flight)
+                   Options options)
       : recommender_(recommender), events_(events), metrics_(metrics),
-        max_in_flight_(max_in_flight) {}
+        max_in_flight_(options.max_in_flight), pool_(options.pool),
+        max_queue_wait_(absl::ToChronoNanoseconds(options.max_queue_wait)) {}
 
   grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
                                       const v1::RecommendRequest* request,
@@ -39,11 +55,17 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
              std::chrono::steady_clock::time_point start);
   void Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor, const absl::Status& status,
               std::chrono::steady_clock::time_point start, bool admitted);
+  // Runs `work` (an admitted call) on the pool, or inline without one, and finishes the call
+  // with its status.
+  void Dispatch(grpc::CallbackServerContext* context, Rpc rpc, grpc::ServerUnaryReactor* reactor,
+                std::chrono::steady_clock::time_point start, std::function<absl::Status()> work);
 
   const Recommender* const recommender_;
   EventApplier* const events_;
   ServerMetrics* const metrics_;
   const int max_in_flight_;
+  WorkerPool* const pool_;
+  const std::chrono::nanoseconds max_queue_wait_;
   std::atomic<int> in_flight_{0};
 };
 

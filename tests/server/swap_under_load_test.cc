@@ -52,6 +52,9 @@ TEST(SwapUnderLoadTest, NoFailedCallsAndVersionsNeverGoBackwards) {
   options.db_path = tmp.Join("db");
   options.ingest_files = {tmp.Join("users.jsonl")};
   options.snapshot_poll_interval = absl::Milliseconds(10);
+  // Zero failed calls is the assertion: on two shared cores a loading bundle may hold a worker
+  // for a while, which must not count as overload here.
+  options.max_queue_wait = absl::Seconds(30);
   testing::WriteGreedyPolicyConfig(tmp.Join("policy.json"));
   options.policy_config_path = tmp.Join("policy.json");
   SystemClock clock;

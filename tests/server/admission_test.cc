@@ -1,0 +1,215 @@
+// The worker pool and the admission control built on it: overload is refused at once, and an
+// admitted call that waited too long for a worker is shed instead of being answered late.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "server/services.h"
+#include "server/worker_pool.h"
+
+namespace offerd {
+namespace {
+
+// Waits for `predicate` with a deadline instead of sleeping and hoping.
+template <typename Predicate>
+bool WaitFor(Predicate predicate, std::chrono::seconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!predicate()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// A gate that holds worker threads until opened.
+class Gate {
+ public:
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return open_; });
+  }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+TEST(WorkerPoolTest, RunsTasksInOrderOnOneWorker) {
+  WorkerPool pool(1);
+  std::mutex mu;
+  std::vector<int> order;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(pool.Submit([&, i] {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(i);
+    }));
+  }
+  pool.Stop();
+  ASSERT_EQ(order.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST(WorkerPoolTest, StopRunsEveryQueuedTaskThenRefusesNewOnes) {
+  Gate gate;
+  std::atomic<int> ran{0};
+  WorkerPool pool(2);
+  for (int i = 0; i < 2; ++i) pool.Submit([&] { gate.Wait(); ++ran; });
+  for (int i = 0; i < 10; ++i) pool.Submit([&] { ++ran; });
+  ASSERT_TRUE(WaitFor([&] { return pool.queued() == 10; }));
+  std::thread stopper([&] { pool.Stop(); });
+  gate.Open();
+  stopper.join();
+  EXPECT_EQ(ran.load(), 12);
+  EXPECT_FALSE(pool.Submit([&] { ++ran; }));
+  EXPECT_EQ(ran.load(), 12);
+}
+
+TEST(WorkerPoolTest, InitRunsOnEveryWorkerThread) {
+  std::atomic<int> inits{0};
+  WorkerPool pool(3, [&] { ++inits; });
+  pool.Stop();
+  EXPECT_EQ(inits.load(), 3);
+}
+
+// An OfferService on a real loopback gRPC server whose worker pool the test controls. The
+// recommender is never reached: every call here is refused before it would run.
+class AdmissionTest : public ::testing::Test {
+ protected:
+  void StartServer(int max_in_flight, absl::Duration max_queue_wait) {
+    pool_ = std::make_unique<WorkerPool>(1);
+    OfferServiceImpl::Options options;
+    options.max_in_flight = max_in_flight;
+    options.pool = pool_.get();
+    options.max_queue_wait = max_queue_wait;
+    service_ = std::make_unique<OfferServiceImpl>(nullptr, nullptr, nullptr, options);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::OfferService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    gate_.Open();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (pool_) pool_->Stop();
+  }
+
+  // Occupies the only worker until gate_ opens.
+  void BlockWorker() {
+    pool_->Submit([this] { gate_.Wait(); });
+    ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 0; }));
+  }
+
+  Gate gate_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<OfferServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::OfferService::Stub> stub_;
+};
+
+struct AsyncCall {
+  grpc::ClientContext context;
+  v1::RecommendRequest request;
+  v1::RecommendResponse response;
+  grpc::Status status;
+  std::atomic<bool> done{false};
+};
+
+void StartCall(v1::OfferService::Stub* stub, AsyncCall* call) {
+  call->request.set_user_id("u1");
+  call->request.set_num_offers(3);
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  stub->async()->Recommend(&call->context, &call->request, &call->response,
+                           [call](grpc::Status status) {
+                             call->status = std::move(status);
+                             call->done = true;
+                           });
+}
+
+TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
+  // A 1 ms queue limit: the two admitted calls are shed when the worker frees up (the
+  // recommender is never reached).
+  StartServer(/*max_in_flight=*/2, absl::Milliseconds(1));
+  BlockWorker();
+  AsyncCall first, second;
+  StartCall(stub_.get(), &first);
+  StartCall(stub_.get(), &second);
+  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 2; }));
+
+  // The worker is busy and two calls are admitted: a third is refused at once, even though
+  // gRPC itself has threads to spare.
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v1::RecommendRequest request;
+  request.set_user_id("u2");
+  v1::RecommendResponse response;
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status status = stub_->Recommend(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("calls in flight"), std::string::npos)
+      << status.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_FALSE(first.done.load());
+  EXPECT_FALSE(second.done.load());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms limit
+  gate_.Open();
+  ASSERT_TRUE(WaitFor([&] { return first.done.load() && second.done.load(); }));
+  EXPECT_EQ(first.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(AdmissionTest, CallThatWaitedTooLongForAWorkerIsShed) {
+  StartServer(/*max_in_flight=*/8, absl::Milliseconds(1));
+  BlockWorker();
+  AsyncCall call;
+  StartCall(stub_.get(), &call);
+  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  // Make sure it has waited past the 1 ms limit before a worker frees up.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  gate_.Open();
+  ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(call.status.error_message().find("for a worker"), std::string::npos)
+      << call.status.error_message();
+}
+
+TEST_F(AdmissionTest, CallWhoseDeadlinePassedWhileQueuedIsNotWorkedOn) {
+  StartServer(/*max_in_flight=*/8, absl::Seconds(30));
+  BlockWorker();
+  AsyncCall call;
+  call.request.set_user_id("u1");
+  call.context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  stub_->async()->Recommend(&call.context, &call.request, &call.response,
+                            [&call](grpc::Status status) {
+                              call.status = std::move(status);
+                              call.done = true;
+                            });
+  ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));  // the client's deadline fires
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The queued call then reaches the worker with its deadline gone; had it been worked on,
+  // the null recommender would have crashed this test.
+  gate_.Open();
+  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 0; }));
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+}
+
+}  // namespace
+}  // namespace offerd

@@ -55,6 +55,10 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(int32_t, max_in_flight, 256,
           "OfferService calls admitted at once (queued for a worker or running); beyond it "
           "calls fail fast with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, pin_file, "",
+          "File that pins a bundle version (written by LoadSnapshot/Rollback, removed by "
+          "Unpin); empty = <snapshot_root>/PINNED. Point it at writable per-replica storage "
+          "when --snapshot_root is mounted read-only.");
 ABSL_FLAG(int32_t, worker_threads, 0,
           "Threads that run OfferService calls (0 = one per core). gRPC's own threads only "
           "admit calls and hand them over, so overload is visible to admission control.");
@@ -117,6 +121,7 @@ int main(int argc, char** argv) {
   options.listen = absl::GetFlag(FLAGS_listen);
   options.admin_listen = absl::GetFlag(FLAGS_admin_listen);
   options.snapshot_root = absl::GetFlag(FLAGS_snapshot_root);
+  options.pin_file = absl::GetFlag(FLAGS_pin_file);
   options.db_path = absl::GetFlag(FLAGS_db_path);
   options.ingest_files = absl::GetFlag(FLAGS_ingest);
   options.ingest_sst_dir = absl::GetFlag(FLAGS_ingest_sst_dir);

@@ -128,6 +128,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   SnapshotManager::Options snapshot_options;
   snapshot_options.canary_salt = policy_config.assignment.canary_salt;
   snapshot_options.snapshot_root = options.snapshot_root;
+  snapshot_options.pin_file = options.pin_file;
   snapshot_options.store_feature_schema_id = [store_ptr] { return store_ptr->feature_schema_id(); };
   snapshot_options.poll_interval = options.snapshot_poll_interval;
   absl::StatusOr<std::unique_ptr<SnapshotManager>> snapshots =

@@ -40,6 +40,7 @@ class OfferdServer {
     std::string listen = "0.0.0.0:50051";          // OfferService + health + reflection
     std::string admin_listen = "127.0.0.1:50052";  // AdminService
     std::string snapshot_root;                     // required
+    std::string pin_file;                          // "" = <snapshot_root>/PINNED
     std::string db_path;                           // required
     std::vector<std::string> ingest_files;         // users.jsonl files to ingest at startup
     std::string ingest_sst_dir;  // IngestFeatures reads SST files only under it; "" = anywhere

@@ -465,7 +465,7 @@ absl::StatusOr<SnapshotManager::BundleInfo> SnapshotManager::Rollback() {
 absl::Status SnapshotManager::Unpin() {
   absl::Status result;
   RunOnLoader([&] {
-    const std::string path = absl::StrCat(options_.snapshot_root, "/", kPinFile);
+    const std::string path = PinPath();
     std::error_code ec;
     std::filesystem::remove(path, ec);
     if (ec) {
@@ -479,8 +479,13 @@ absl::Status SnapshotManager::Unpin() {
   return result;
 }
 
+std::string SnapshotManager::PinPath() const {
+  return options_.pin_file.empty() ? absl::StrCat(options_.snapshot_root, "/", kPinFile)
+                                   : options_.pin_file;
+}
+
 absl::Status SnapshotManager::WritePin(const std::string& version) {
-  absl::Status s = WriteFileAtomically(absl::StrCat(options_.snapshot_root, "/", kPinFile),
+  absl::Status s = WriteFileAtomically(PinPath(),
                                        absl::StrCat(version, "\n"));
   if (s.ok()) {
     std::lock_guard<std::mutex> lock(status_mu_);
@@ -491,7 +496,7 @@ absl::Status SnapshotManager::WritePin(const std::string& version) {
 
 std::string SnapshotManager::ReadPin() const {
   absl::StatusOr<std::string> text =
-      ReadFileToString(absl::StrCat(options_.snapshot_root, "/", kPinFile));
+      ReadFileToString(PinPath());
   if (!text.ok()) return "";
   const std::string version(absl::StripAsciiWhitespace(*text));
   if (!IsValidBundleVersion(version)) {

@@ -35,7 +35,7 @@ namespace offerd {
 //  - the watcher publishes the highest valid version, unless a version is pinned or a canary
 //    runs; a rejected version is remembered with a fingerprint of its files and not retried
 //    until they change;
-//  - LoadSnapshot (explicit) and Rollback pin the version in <snapshot_root>/PINNED (survives
+//  - LoadSnapshot (explicit) and Rollback pin the version in the pin file, <snapshot_root>/PINNED unless Options::pin_file says (survives
 //    restarts) until Unpin;
 //  - a canary serves a candidate bundle to a fixed fraction of users (deterministic hash of the
 //    user id with the canary salt) until Promote (the candidate serves everyone, pinned) or
@@ -48,6 +48,9 @@ class SnapshotManager {
  public:
   struct Options {
     std::string snapshot_root;
+    // Where the pin lives; "" = <snapshot_root>/PINNED. Set it when the bundles are mounted
+    // read-only (e.g. a shared volume in Kubernetes): the pin is per replica state anyway.
+    std::string pin_file;
     // The feature schema id of the stored user features ("" = none, no check).
     std::function<std::string()> store_feature_schema_id;
     // Watcher period; zero disables the watcher (explicit loads still work).
@@ -143,6 +146,7 @@ class SnapshotManager {
   void PublishCurrent(std::shared_ptr<const Bundle> bundle, const BundleInfo& info);
   absl::Status LoadStartupBundle();
   void Poll();
+  std::string PinPath() const;
   absl::Status WritePin(const std::string& version);
   std::string ReadPin() const;
   std::shared_ptr<const Bundle> WrapForRetirement(std::shared_ptr<const Bundle> bundle);

@@ -156,6 +156,28 @@ TEST_F(SnapshotManagerTest, PinsHoldAgainstTheWatcherAndAcrossRestarts) {
   EXPECT_EQ(manager->Status().pinned_version, "v1");
 }
 
+TEST_F(SnapshotManagerTest, PinFileOutsideAReadOnlyBundleRootHoldsAcrossRestarts) {
+  world_.PublishBundle(tmp_.path(), "v1");
+  world_.PublishBundle(tmp_.path(), "v2");
+  TempDir state;  // per-replica storage; the bundle root itself is never written
+  SnapshotManager::Options options;
+  options.pin_file = state.Join("PINNED");
+  std::unique_ptr<SnapshotManager> manager = Create(options);
+  ASSERT_NE(manager, nullptr);
+  ASSERT_TRUE(manager->LoadVersion("v1").ok());
+  EXPECT_TRUE(std::filesystem::exists(state.Join("PINNED")));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.Join("PINNED")));
+
+  manager.reset();  // restart with the same pin file
+  manager = Create(options);
+  ASSERT_NE(manager, nullptr);
+  EXPECT_EQ(Version(*manager), "v1");
+  ASSERT_TRUE(manager->Unpin().ok());
+  EXPECT_FALSE(std::filesystem::exists(state.Join("PINNED")));
+  manager->PollNow();
+  EXPECT_EQ(Version(*manager), "v2");
+}
+
 TEST_F(SnapshotManagerTest, ABadPinnedOrNewestBundleDoesNotStopStartup) {
   world_.PublishBundle(tmp_.path(), "v1");
   world_.PublishBundle(tmp_.path(), "v2");

@@ -29,7 +29,7 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOFFERD_SANITIZE=thr
 cmake --build build-tsan -j"$JOBS" --target server_test store_test
 export TSAN_OPTIONS="suppressions=$PWD/scripts/tsan.supp halt_on_error=1 second_deadlock_stack=1"
 build-tsan/bin/server_test --gtest_brief=1 \
-  --gtest_filter='SnapshotManagerTest.*' 2>&1 | grep -v '^{"ts"' \
+  --gtest_filter='SnapshotManagerTest.*:WorkerPoolTest.*' 2>&1 | grep -v '^{"ts"' \
   || { echo "sanitize: server_test failed under TSan"; exit 1; }
 build-tsan/bin/store_test --gtest_brief=1 --gtest_filter='RocksDbStoreTest.*' 2>&1 \
   | grep -v '^{"ts"' || { echo "sanitize: store_test failed under TSan"; exit 1; }

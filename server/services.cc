@@ -93,6 +93,11 @@ void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
              true);
       return;
     }
+    if (context->IsCancelled()) {  // the caller gave up while the call was queued
+      Finish(rpc, reactor, absl::CancelledError("cancelled by the caller while queued"), start,
+             true);
+      return;
+    }
     Finish(rpc, reactor, work(), start, true);
   };
   if (!pool_->Submit(std::move(task))) {

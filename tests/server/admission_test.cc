@@ -202,8 +202,14 @@ TEST_F(AdmissionTest, CallWhoseDeadlinePassedWhileQueuedIsNotWorkedOn) {
                               call.status = std::move(status);
                               call.done = true;
                             });
+  const auto deadline = call.context.deadline();
   ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));  // the client's deadline fires
   EXPECT_EQ(call.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server's copy of the deadline is the client's remaining time counted from arrival, a
+  // little later than the client's: wait until it has certainly passed too.
+  ASSERT_TRUE(WaitFor([&] {
+    return std::chrono::system_clock::now() > deadline + std::chrono::milliseconds(100);
+  }));
   // The queued call then reaches the worker with its deadline gone; had it been worked on,
   // the null recommender would have crashed this test.
   gate_.Open();

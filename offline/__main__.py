@@ -18,6 +18,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "train": ("offline.train", "train the two-tower retrieval model"),
     "evaluate": ("offline.evaluate", "evaluate ranking policies against simulator ground truth"),
     "logs": ("offline.logs_report", "lift vs holdout and IPS policy value from decision/event logs"),
+    "replay": ("offline.replay", "replay evaluate's page views through a real offerd, valued with ground truth"),
 }
 
 

@@ -22,8 +22,9 @@ against the recorded fingerprint).
 **Page views.** Rows of ``campaign_log.csv`` of the users the uplift job held out
 (``hash_fraction(user_id) < --test-fraction``, its split rule), sampled (``--page-views`` per
 world): the user, the day, and the request context (channel, device, page). Candidates: every
-catalog offer eligible for the page view (active on the day, channel, country, tier audience) --
-the service's filter stage.
+catalog offer eligible for the page view (active on the day, channel, country, tier audience),
+i.e. the service's eligibility filter *without* its top-K retrieval cut (the service filters the
+``retrieval_k`` offers nearest the query; ``offline replay --retrieval-k`` measures the gap).
 
 **Policies** (top ``--n`` per page view among the candidates):
 

@@ -47,6 +47,7 @@ class Reader {
   }
   bool GetRaw(void* dst, size_t n) {
     if (in_.size() < n) return false;
+    if (n == 0) return true;  // dst may be an empty vector's null data(): memcpy forbids it
     std::memcpy(dst, in_.data(), n);
     in_.remove_prefix(n);
     return true;

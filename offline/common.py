@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -113,6 +114,19 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray, dtype: Any | None
 def json_text(obj: Any, indent: int | None = 2) -> str:
     """Deterministic JSON text (sorted keys are *not* forced, insertion order is kept)."""
     return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as None and numpy scalars as Python ones (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return finite_json(obj.item())
+    return obj
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:

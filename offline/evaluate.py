@@ -1038,22 +1038,10 @@ def run(worlds: list[Path], models: list[Path | None], out: Path, cfg: EvalConfi
     }
     doc["average"] = _average([w["result"] for w in per_world])
     print(f"evaluate: done in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
-    common.write_json(out / "evaluate.json", _clean(doc))
+    common.write_json(out / "evaluate.json", common.finite_json(doc))
     (out / "evaluate.md").write_text(markdown(doc), encoding="utf-8")
     plot(doc, out / "evaluate.png")
     return doc
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
 
 
 def build_parser() -> argparse.ArgumentParser:

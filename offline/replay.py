@@ -827,10 +827,10 @@ def main(argv: list[str]) -> int:
                    "far_above_response_only": _far_above(g, pol["response_only"]["profit_per_1000"])}
             doc["checks"] = chk
             ok = chk["within_tolerance"] and chk["far_above_random"] and chk["far_above_response_only"]
-        common.write_json(args.out / "replay.json", _clean(doc))
+        common.write_json(args.out / "replay.json", common.finite_json(doc))
         (args.out / "replay.md").write_text(markdown(doc), encoding="utf-8")
         print(f"replay: done in {time.monotonic() - started:.0f}s; {args.out / 'replay.md'}", file=sys.stderr)
-        common.emit_json(_clean({"out": str(args.out), "page_views": len(pv),
+        common.emit_json(common.finite_json({"out": str(args.out), "page_views": len(pv),
                                  "profit_per_1000": {k: v["profit_per_1000"] for k, v in results.items()},
                                  "evaluate_ours_per_1000": pol["ours"]["profit_per_1000"],
                                  "ours_offline_per_1000": ours_off["profit_per_1000"],
@@ -843,13 +843,3 @@ def main(argv: list[str]) -> int:
     return common.run_job("replay", body)
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj

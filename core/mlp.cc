@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/simd.h"
 
 namespace offerd {
 namespace {
@@ -102,6 +103,20 @@ float Activate(Activation activation, float z) {
     }
   }
   return z;
+}
+
+void ActivateInPlace(Activation activation, float* values, int count) {
+  switch (activation) {
+    case Activation::kIdentity:
+      return;
+    case Activation::kRelu:
+      // A plain loop the compiler vectorises.
+      for (int i = 0; i < count; ++i) values[i] = values[i] > 0.0f ? values[i] : 0.0f;
+      return;
+    default:
+      for (int i = 0; i < count; ++i) values[i] = Activate(activation, values[i]);
+      return;
+  }
 }
 
 Mlp::Mlp(std::vector<DenseLayer> layers) : layers_(std::move(layers)) {
@@ -209,44 +224,59 @@ void Mlp::Forward(absl::Span<const float> input, absl::Span<float> output,
 void Mlp::FirstLayerPartial(absl::Span<const float> input_prefix,
                             absl::Span<double> partial) const {
   const DenseLayer& layer = layers_.front();
-  assert(input_prefix.size() <= static_cast<size_t>(layer.in));
   assert(partial.size() >= static_cast<size_t>(layer.out));
-  const int prefix_width = static_cast<int>(input_prefix.size());
   for (int r = 0; r < layer.out; ++r) partial[r] = layer.bias[r];
+  AccumulateFirstLayer(0, input_prefix, partial);
+}
+
+void Mlp::AccumulateFirstLayer(int first_column, absl::Span<const float> input,
+                               absl::Span<double> sums) const {
+  const DenseLayer& layer = layers_.front();
+  assert(first_column >= 0 && first_column + static_cast<int>(input.size()) <= layer.in);
+  assert(sums.size() >= static_cast<size_t>(layer.out));
+  const int count = static_cast<int>(input.size());
   if (const float* columns = ColumnsOf(0); columns != nullptr) {
-    AccumulateColumns(layer, columns, 0, input_prefix.data(), prefix_width, partial.data());
+    AccumulateColumns(layer, columns, first_column, input.data(), count, sums.data());
     return;
   }
   for (int r = 0; r < layer.out; ++r) {
-    partial[r] = AccumulateRow(layer, r, 0, input_prefix.data(), prefix_width, partial[r]);
+    sums[r] = AccumulateRow(layer, r, first_column, input.data(), count, sums[r]);
   }
 }
 
-void Mlp::ForwardFromPartial(absl::Span<const double> partial, int prefix_width,
-                             absl::Span<const float> input_suffix, absl::Span<float> output,
-                             absl::Span<float> scratch) const {
-  const DenseLayer& layer = layers_.front();
-  assert(input_suffix.size() == static_cast<size_t>(layer.in - prefix_width));
+void Mlp::ForwardFromFirstLayerSums(absl::Span<float> first_sums, absl::Span<float> output,
+                                    absl::Span<float> scratch) const {
+  assert(first_sums.size() >= static_cast<size_t>(first_layer_width()));
   assert(output.size() >= static_cast<size_t>(output_dim()));
   assert(scratch.size() >= static_cast<size_t>(scratch_size()));
-  float* first = layers_.size() == 1 ? output.data() : scratch.data();
-  const int suffix_width = layer.in - prefix_width;
-  const float* columns = ColumnsOf(0);
-  if (columns != nullptr && layer.out <= kMaxColumnPathWidth) {
-    double sums[kMaxColumnPathWidth];
-    std::copy(partial.begin(), partial.begin() + layer.out, sums);
-    AccumulateColumns(layer, columns, prefix_width, input_suffix.data(), suffix_width, sums);
-    for (int r = 0; r < layer.out; ++r) {
-      first[r] = Activate(layer.activation, static_cast<float>(sums[r]));
-    }
-  } else {
-    for (int r = 0; r < layer.out; ++r) {
-      const double z =
-          AccumulateRow(layer, r, prefix_width, input_suffix.data(), suffix_width, partial[r]);
-      first[r] = Activate(layer.activation, static_cast<float>(z));
-    }
+  const DenseLayer& first = layers_.front();
+  float* current = first_sums.data();
+  if (layers_.size() == 1) {
+    ActivateInPlace(first.activation, current, first.out);
+    std::copy(current, current + first.out, output.data());
+    return;
   }
-  if (layers_.size() > 1) ForwardRest(first, output, scratch);
+  ActivateInPlace(first.activation, current, first.out);
+  const simd::Kernels& kernels = simd::Best();
+  const int half = scratch_size() / 2;
+  for (size_t i = 1; i < layers_.size(); ++i) {
+    const DenseLayer& layer = layers_[i];
+    const bool last = i + 1 == layers_.size();
+    // Ping-pong between the scratch halves; the input never aliases the output.
+    float* next = last ? output.data()
+                       : (current == scratch.data() ? scratch.data() + half : scratch.data());
+    if (layer.out == 1) {
+      // A single output (the head's last layer) is one dot product: 8 lanes wide, where the
+      // column walk would be one long dependent chain of masked single-lane updates.
+      kernels.inner_products(current, columns_[i].data(), 1, layer.in, next);
+      next[0] += layer.bias[0];
+    } else {
+      kernels.dense_columns(columns_[i].data(), layer.bias.data(), current, layer.in, layer.out,
+                            next);
+    }
+    ActivateInPlace(layer.activation, next, layer.out);
+    current = next;
+  }
 }
 
 }  // namespace offerd

@@ -67,19 +67,30 @@ class Mlp {
                absl::Span<float> scratch) const;
 
   // Split evaluation for inputs whose leading columns are shared by many calls (the uplift
-  // p1 head: user, purchases and context are fixed per request, only the offer section
-  // changes per candidate). FirstLayerPartial() computes the first layer's pre-activation
-  // sums over the prefix once; ForwardFromPartial() finishes each candidate from them. The
-  // result is bit-identical to Forward() on the concatenated input.
+  // p1 head: user, purchases and context are fixed per request, only the offer and retrieval
+  // sections change per candidate). FirstLayerPartial() computes the first layer's
+  // pre-activation sums over the prefix once (bias first, then the columns in order, in
+  // double, exactly as Forward() sums them); AccumulateFirstLayer() adds further columns (a
+  // candidate's sections, or an offer's contribution precomputed once per bundle);
+  // ForwardFromFirstLayerSums() finishes the pass.
   //
   // REQUIRES input_prefix.size() <= input_dim(), partial.size() >= first_layer_width().
   int first_layer_width() const { return layers_.front().out; }
   void FirstLayerPartial(absl::Span<const float> input_prefix, absl::Span<double> partial) const;
-  // REQUIRES partial from FirstLayerPartial() over a prefix of prefix_width columns,
-  // input_suffix.size() == input_dim() - prefix_width; output and scratch as in Forward().
-  void ForwardFromPartial(absl::Span<const double> partial, int prefix_width,
-                          absl::Span<const float> input_suffix, absl::Span<float> output,
-                          absl::Span<float> scratch) const;
+  // sums[r] += sum_c W0[r][first_column + c] * input[c] (zero inputs skipped), in double.
+  // REQUIRES first_column + input.size() <= input_dim(), sums.size() >= first_layer_width().
+  void AccumulateFirstLayer(int first_column, absl::Span<const float> input,
+                            absl::Span<double> sums) const;
+
+  // The float32 path for the per-candidate work: applies the first layer's activation to
+  // `first_sums` (its pre-activation sums, overwritten), then evaluates layers 1.. with sums
+  // accumulated in float32 by simd::Best()'s kernels (AVX2 + FMA when the CPU has them).
+  // Within a few float32 ulps of Forward()'s double sums per layer, well inside the bundle's
+  // 1e-5 golden tolerance, but not bit-identical to it. REQUIRES a valid network,
+  // first_sums.size() >= first_layer_width(), output and scratch as in Forward(). No
+  // allocation.
+  void ForwardFromFirstLayerSums(absl::Span<float> first_sums, absl::Span<float> output,
+                                 absl::Span<float> scratch) const;
 
  private:
   // Transposed weights of `layer`, or nullptr (row-major path).
@@ -97,6 +108,8 @@ class Mlp {
 
 // Applies `activation` to a float32 pre-activation value.
 float Activate(Activation activation, float z);
+// Applies `activation` to values[0, count) in place.
+void ActivateInPlace(Activation activation, float* values, int count);
 
 }  // namespace offerd
 

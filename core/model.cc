@@ -88,6 +88,48 @@ bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& se
   return L2NormalizeInPlace(absl::MakeSpan(*embedding));
 }
 
+void PrepareUpliftModel(UpliftModel* model) {
+  const std::vector<ModelSection>& in = model->p1.inputs;
+  const Mlp& mlp = model->p1.mlp;
+  model->p1_split = false;
+  model->p1_offer_column = 0;
+  model->p1_retrieval_column = -1;
+  // Split when the inputs end in [offer] or [offer, retrieval] and neither appears earlier.
+  size_t offer_at = in.size();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == ModelSection::kOffer) offer_at = i;
+  }
+  const int offer_width = model->sections.has_offer ? model->sections.offer.width() : 0;
+  if (offer_at == in.size() || offer_width <= 0 || model->offer_features.empty()) return;
+  for (size_t i = 0; i < offer_at; ++i) {
+    if (in[i] == ModelSection::kRetrieval) return;
+  }
+  const size_t tail = in.size() - offer_at;
+  if (tail > 2 || (tail == 2 && in[offer_at + 1] != ModelSection::kRetrieval)) return;
+  int column = 0;
+  for (size_t i = 0; i < offer_at; ++i) column += model->sections.width(in[i]);
+  model->p1_offer_column = column;
+  if (tail == 2) model->p1_retrieval_column = column + offer_width;
+
+  const int width = mlp.first_layer_width();
+  const size_t offers = model->offer_features.size() / static_cast<size_t>(offer_width);
+  std::vector<float> shares(offers * static_cast<size_t>(width));
+  std::vector<double> sums(static_cast<size_t>(width));
+  for (size_t o = 0; o < offers; ++o) {
+    std::fill(sums.begin(), sums.end(), 0.0);
+    mlp.AccumulateFirstLayer(
+        model->p1_offer_column,
+        absl::MakeConstSpan(model->offer_features.data() + o * offer_width,
+                            static_cast<size_t>(offer_width)),
+        absl::MakeSpan(sums));
+    float* share = shares.data() + o * width;
+    for (int r = 0; r < width; ++r) share[r] = static_cast<float>(sums[r]);
+  }
+  model->offer_first_layer = std::move(shares);
+  model->offer_features = std::vector<float>();
+  model->p1_split = true;
+}
+
 void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sections) {
   model_ = &model;
   sections_ = sections;
@@ -105,74 +147,78 @@ void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sec
                        absl::MakeSpan(output_), absl::MakeSpan(scratch_));
   p0_ = output_[0];
 
-  // p1's per-request prefix: everything before the per-candidate sections (offer, then
-  // retrieval), when those come last.
-  const std::vector<ModelSection>& in = model.p1.inputs;
-  size_t suffix_begin = in.size();
-  while (suffix_begin > 0 && (in[suffix_begin - 1] == ModelSection::kOffer ||
-                              in[suffix_begin - 1] == ModelSection::kRetrieval)) {
-    --suffix_begin;
-  }
-  split_ = true;
-  for (size_t i = 0; i < suffix_begin; ++i) {
-    split_ &= in[i] != ModelSection::kOffer && in[i] != ModelSection::kRetrieval;
-  }
-  suffix_width_ = 0;
-  for (size_t i = suffix_begin; i < in.size(); ++i) suffix_width_ += model.sections.width(in[i]);
-  suffix_begin_ = suffix_begin;
-  if (split_) {
-    prefix_width_ = model.p1.mlp.input_dim() - suffix_width_;
-    size_t at = 0;
-    for (size_t i = 0; i < suffix_begin; ++i) {
-      absl::Span<const float> part = sections_.get(in[i]);
-      std::copy(part.begin(), part.end(), input_.begin() + at);
-      at += part.size();
-    }
-    partial_.resize(static_cast<size_t>(model.p1.mlp.first_layer_width()));
-    model.p1.mlp.FirstLayerPartial(absl::MakeConstSpan(input_.data(), prefix_width_),
-                                   absl::MakeSpan(partial_));
-  }
   retrieval_value_.resize(static_cast<size_t>(
       model.sections.has_retrieval ? model.sections.retrieval.width() : 0));
+  if (!model.p1_split) return;
+  // p1's first layer over the sections before the offer, once.
+  const std::vector<ModelSection>& in = model.p1.inputs;
+  size_t at = 0;
+  for (size_t i = 0; i < in.size() && in[i] != ModelSection::kOffer; ++i) {
+    absl::Span<const float> part = sections_.get(in[i]);
+    std::copy(part.begin(), part.end(), input_.begin() + at);
+    at += part.size();
+  }
+  const size_t width = static_cast<size_t>(model.p1.mlp.first_layer_width());
+  partial_.resize(width);
+  sums_.resize(width);
+  first_sums_.resize(width);
+  offer_share_.resize(width);
+  model.p1.mlp.FirstLayerPartial(absl::MakeConstSpan(input_.data(), at), absl::MakeSpan(partial_));
+}
+
+double UpliftEvaluator::P1FromOfferShare(const float* offer_share, double retrieval_score) {
+  const UpliftModel& model = *model_;
+  const size_t width = partial_.size();
+  for (size_t r = 0; r < width; ++r) sums_[r] = partial_[r] + static_cast<double>(offer_share[r]);
+  if (model.p1_retrieval_column >= 0) {
+    const RawFeatureValue raw = RawFeatureValue::Numeric(retrieval_score);
+    model.sections.retrieval.Encode(absl::MakeConstSpan(&raw, 1), absl::MakeSpan(retrieval_value_));
+    model.p1.mlp.AccumulateFirstLayer(model.p1_retrieval_column, retrieval_value_,
+                                      absl::MakeSpan(sums_));
+  }
+  for (size_t r = 0; r < width; ++r) first_sums_[r] = static_cast<float>(sums_[r]);
+  model.p1.mlp.ForwardFromFirstLayerSums(absl::MakeSpan(first_sums_), absl::MakeSpan(output_),
+                                         absl::MakeSpan(scratch_));
+  return output_[0];
 }
 
 double UpliftEvaluator::P1(int32_t offer_index, double retrieval_score) {
-  const int offer_width = model_->sections.offer.width();
+  const UpliftModel& model = *model_;
+  if (model.p1_split) {
+    return P1FromOfferShare(model.offer_first_layer.data() +
+                                static_cast<size_t>(offer_index) * partial_.size(),
+                            retrieval_score);
+  }
+  const int offer_width = model.sections.offer.width();
   return P1ForEncodedOffer(
       absl::MakeConstSpan(
-          model_->offer_features.data() + static_cast<size_t>(offer_index) * offer_width,
+          model.offer_features.data() + static_cast<size_t>(offer_index) * offer_width,
           static_cast<size_t>(offer_width)),
       retrieval_score);
 }
 
 double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer, double retrieval_score) {
   const UpliftModel& model = *model_;
+  if (model.p1_split) {
+    // The same sums and rounding as PrepareUpliftModel() for a catalog offer.
+    std::fill(sums_.begin(), sums_.end(), 0.0);
+    model.p1.mlp.AccumulateFirstLayer(model.p1_offer_column, offer, absl::MakeSpan(sums_));
+    for (size_t r = 0; r < sums_.size(); ++r) offer_share_[r] = static_cast<float>(sums_[r]);
+    return P1FromOfferShare(offer_share_.data(), retrieval_score);
+  }
   absl::Span<const float> retrieval;
   if (model.sections.has_retrieval) {
     const RawFeatureValue raw = RawFeatureValue::Numeric(retrieval_score);
     model.sections.retrieval.Encode(absl::MakeConstSpan(&raw, 1), absl::MakeSpan(retrieval_value_));
     retrieval = retrieval_value_;
   }
-  const std::vector<ModelSection>& in = model.p1.inputs;
-  if (split_) {
-    suffix_.resize(static_cast<size_t>(suffix_width_));
-    size_t at = 0;
-    for (size_t i = suffix_begin_; i < in.size(); ++i) {
-      absl::Span<const float> part = in[i] == ModelSection::kOffer ? offer : retrieval;
-      std::copy(part.begin(), part.end(), suffix_.begin() + at);
-      at += part.size();
-    }
-    model.p1.mlp.ForwardFromPartial(partial_, prefix_width_, suffix_, absl::MakeSpan(output_),
-                                    absl::MakeSpan(scratch_));
-  } else {
-    EncodedSections with_offer = sections_;
-    with_offer.offer = offer;
-    with_offer.retrieval = retrieval;
-    AssembleHeadInput(model.p1, with_offer,
-                      absl::MakeSpan(input_.data(), static_cast<size_t>(model.p1.mlp.input_dim())));
-    model.p1.mlp.Forward(absl::MakeConstSpan(input_.data(), model.p1.mlp.input_dim()),
-                         absl::MakeSpan(output_), absl::MakeSpan(scratch_));
-  }
+  EncodedSections with_offer = sections_;
+  with_offer.offer = offer;
+  with_offer.retrieval = retrieval;
+  AssembleHeadInput(model.p1, with_offer,
+                    absl::MakeSpan(input_.data(), static_cast<size_t>(model.p1.mlp.input_dim())));
+  model.p1.mlp.Forward(absl::MakeConstSpan(input_.data(), model.p1.mlp.input_dim()),
+                       absl::MakeSpan(output_), absl::MakeSpan(scratch_));
   return output_[0];
 }
 

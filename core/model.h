@@ -46,15 +46,33 @@ struct EncodedSections {
 };
 
 // The uplift model: p0 = P(convert | not shown) reads no offer section; p1 = P(convert |
-// shown) per candidate. `offer_features` holds the encoded offer section of every catalog row
-// ([num_offers, sections.offer.width()] row-major).
+// shown) per candidate.
 struct UpliftModel {
   ModelSections sections;
   MlpHead p0;
   MlpHead p1;
   SegmentThresholds segment_thresholds;
+
+  // How p1 splits (set by PrepareUpliftModel()). When its per-candidate inputs (the offer
+  // section, then optionally the retrieval score) come last, the first layer over the other
+  // sections is computed once per request, each catalog offer's share of the first layer once
+  // per bundle, and a candidate costs an addition plus the hidden layers.
+  bool p1_split = false;
+  int p1_offer_column = 0;      // first column of the offer section in p1's input
+  int p1_retrieval_column = -1;  // first column of the retrieval section; -1: not read
+
+  // p1_split: offer o's contribution to p1's first-layer sums, W0[:, offer columns] . x_o
+  // summed in double and rounded to float32 ([num_offers, p1 first_layer_width()]).
+  std::vector<float> offer_first_layer;
+  // Not split: the encoded offer section of every catalog row ([num_offers,
+  // sections.offer.width()] row-major). Empty when split (the contributions replace it).
   std::vector<float> offer_features;
 };
+
+// Decides how p1 splits and, when it does, turns `model->offer_features` (the encoded catalog)
+// into `offer_first_layer`, releasing the encoded rows. REQUIRES heads validated
+// (ValidateHead) and offer_features encoded for the catalog.
+void PrepareUpliftModel(UpliftModel* model);
 
 // The two-tower user tower: the query embedding, L2-normalised by the caller.
 struct UserTowerModel {
@@ -82,32 +100,34 @@ bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& se
                           std::vector<float>* input, std::vector<float>* scratch,
                           std::vector<float>* embedding);
 
-// Per-request evaluation of an UpliftModel: p0 once, then p1 per candidate. When the p1 head's
-// last input is the offer section, the first layer over the other sections is computed once
-// (Mlp::FirstLayerPartial) and each candidate costs only the rest. Reuse one instance per
-// thread: buffers grow once and are reused, so steady-state calls do not allocate.
+// Per-request evaluation of an UpliftModel: p0 once, then p1 per candidate. When p1 splits
+// (PrepareUpliftModel), the first layer over the per-request sections is computed once and
+// each candidate costs its offer's precomputed share, its retrieval column and the hidden
+// layers in float32 (Mlp::ForwardFromFirstLayerSums). Reuse one instance per thread: buffers
+// grow once and are reused, so steady-state calls do not allocate.
 class UpliftEvaluator {
  public:
   // Starts a request. `sections.offer` is ignored (set per candidate).
   void Begin(const UpliftModel& model, const EncodedSections& sections);
   double p0() const { return p0_; }
-  // P(convert | shown offer `offer_index`), using the model's precomputed offer features;
+  // P(convert | shown offer `offer_index`), using the model's precomputed offer data;
   // `retrieval_score` feeds the retrieval section when the model has one.
   double P1(int32_t offer_index, double retrieval_score);
-  // Same for an offer section encoded by the caller (golden cases).
+  // Same for an offer section encoded by the caller (golden cases): its first-layer share is
+  // computed here exactly as PrepareUpliftModel() computes a catalog offer's, so the golden
+  // cases check the arithmetic the service runs.
   double P1ForEncodedOffer(absl::Span<const float> encoded_offer, double retrieval_score);
 
  private:
+  // p1 from an offer's first-layer share (split models).
+  double P1FromOfferShare(const float* offer_share, double retrieval_score);
+
   const UpliftModel* model_ = nullptr;
   EncodedSections sections_;
-  bool split_ = false;
-  int prefix_width_ = 0;
-  int suffix_width_ = 0;
-  size_t suffix_begin_ = 0;
   std::vector<float> retrieval_value_;
   double p0_ = 0;
-  std::vector<float> input_, output_, scratch_, suffix_;
-  std::vector<double> partial_;
+  std::vector<float> input_, output_, scratch_, first_sums_, offer_share_;
+  std::vector<double> partial_, sums_;
 };
 
 }  // namespace offerd

@@ -11,8 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <limits>
+#include <typeinfo>
 
 #include "absl/strings/str_cat.h"
+#include "core/simd.h"
 
 namespace offerd {
 namespace {
@@ -30,11 +33,149 @@ void UseOneOpenMpThreadOnThisThread() {
   }
 }
 
+// Rows scored per kernel call (a cache-sized slice of scores); longer IVF lists are scanned
+// in slices of this size.
+constexpr int64_t kScanBlock = 1024;
+
+// A scored row, and the ranking order: higher score first, then the lower id (a functor, so
+// that the sorting algorithms inline it).
+struct Hit {
+  float score;
+  int64_t id;
+};
+struct RanksBefore {
+  bool operator()(const Hit& a, const Hit& b) const {
+    return a.score > b.score || (a.score == b.score && a.id < b.id);
+  }
+};
+
+// The best k hits of a scan. Hits at or above a threshold are buffered; when the buffer holds
+// 2k, a selection keeps the best k and raises the threshold to the k-th score. Most rows then
+// cost one comparison, and the whole scan is linear in the rows plus a few selections over 2k.
+class TopK {
+ public:
+  void Reset(int k) {
+    k_ = static_cast<size_t>(k);
+    buffer_.clear();
+    buffer_.reserve(2 * k_);
+    threshold_ = -std::numeric_limits<float>::infinity();
+  }
+  // Offers rows [0, n) with these scores; row i's id is ids[i], or first_id + i without ids.
+  // REQUIRES n <= kScanBlock.
+  void PushAll(const simd::Kernels& kernels, const float* scores, const idx_t* ids,
+               int64_t first_id, int64_t n) {
+    // Only the rows at or above the threshold at the start of the block (a superset of those
+    // that can still make the top k) are looked at one by one.
+    const int64_t selected = kernels.indices_at_least(scores, n, threshold_, selected_);
+    for (int64_t j = 0; j < selected; ++j) {
+      const int32_t i = selected_[j];
+      if (!(scores[i] >= threshold_)) continue;
+      buffer_.push_back(Hit{scores[i], ids != nullptr ? ids[i] : first_id + i});
+      if (buffer_.size() >= 2 * k_) Shrink();
+    }
+  }
+  // Best first.
+  void Drain(std::vector<Candidate>* out) {
+    if (buffer_.size() > k_) Shrink();
+    std::sort(buffer_.begin(), buffer_.end(), RanksBefore());
+    out->reserve(buffer_.size());
+    for (const Hit& hit : buffer_) {
+      out->push_back(Candidate{static_cast<int32_t>(hit.id), hit.score});
+    }
+  }
+
+ private:
+  void Shrink() {
+    std::nth_element(buffer_.begin(), buffer_.begin() + (k_ - 1), buffer_.end(), RanksBefore());
+    buffer_.resize(k_);
+    // The k-th best; a later hit with an equal score can still rank before it by id.
+    threshold_ = buffer_[k_ - 1].score;
+  }
+
+  size_t k_ = 0;
+  std::vector<Hit> buffer_;
+  float threshold_ = 0;
+  int32_t selected_[kScanBlock + 8];
+};
+
 }  // namespace
 
 FaissRetriever::FaissRetriever(std::unique_ptr<faiss::Index> index, IndexSpec spec, int dim,
                                int64_t rows)
-    : index_(std::move(index)), spec_(std::move(spec)), dim_(dim), rows_(rows) {}
+    : index_(std::move(index)), spec_(std::move(spec)), dim_(dim), rows_(rows) {
+  // Our scan applies to exact-typed flat and IVF-flat inner-product indexes (not subclasses
+  // such as IndexIVFFlatDedup, which store vectors differently).
+  if (index_->metric_type != faiss::METRIC_INNER_PRODUCT) return;
+  if (typeid(*index_) == typeid(faiss::IndexFlatIP) || typeid(*index_) == typeid(faiss::IndexFlat)) {
+    flat_rows_ = static_cast<const faiss::IndexFlat*>(index_.get())->get_xb();
+  } else if (typeid(*index_) == typeid(faiss::IndexIVFFlat)) {
+    const auto* ivf = static_cast<const faiss::IndexIVFFlat*>(index_.get());
+    const faiss::Index* quantizer = ivf->quantizer;
+    if (quantizer != nullptr && quantizer->metric_type == faiss::METRIC_INNER_PRODUCT &&
+        (typeid(*quantizer) == typeid(faiss::IndexFlatIP) ||
+         typeid(*quantizer) == typeid(faiss::IndexFlat)) &&
+        quantizer->ntotal == static_cast<idx_t>(ivf->nlist) && ivf->invlists != nullptr &&
+        ivf->code_size == static_cast<size_t>(dim_) * sizeof(float)) {
+      ivf_ = ivf;
+      ivf_centroids_ = static_cast<const faiss::IndexFlat*>(quantizer)->get_xb();
+    }
+  }
+}
+
+const char* FaissRetriever::search_path() const {
+  if (flat_rows_ != nullptr) return "scan-flat";
+  if (ivf_ != nullptr) return "scan-ivf";
+  return "faiss";
+}
+
+absl::Status FaissRetriever::ScanFlat(const float* query, int k,
+                                      std::vector<Candidate>* out) const {
+  const simd::Kernels& kernels = simd::Best();
+  thread_local std::vector<float> scores;
+  thread_local TopK top;
+  scores.resize(static_cast<size_t>(std::min(kScanBlock, rows_)));
+  top.Reset(k);
+  for (int64_t first = 0; first < rows_; first += kScanBlock) {
+    const int64_t n = std::min(kScanBlock, rows_ - first);
+    kernels.inner_products(query, flat_rows_ + first * dim_, n, dim_, scores.data());
+    top.PushAll(kernels, scores.data(), nullptr, first, n);
+  }
+  top.Drain(out);
+  return absl::OkStatus();
+}
+
+absl::Status FaissRetriever::ScanIvf(const float* query, int k,
+                                     std::vector<Candidate>* out) const {
+  const simd::Kernels& kernels = simd::Best();
+  const int64_t nlist = static_cast<int64_t>(ivf_->nlist);
+  const int64_t nprobe = std::min<int64_t>(std::max(1, spec_.ivf_nprobe), nlist);
+  thread_local std::vector<float> scores;
+  thread_local std::vector<Hit> lists;
+  thread_local TopK top;
+  // The nprobe lists whose centroids score highest, as FAISS's coarse quantizer picks them.
+  scores.resize(static_cast<size_t>(std::max(nlist, kScanBlock)));
+  kernels.inner_products(query, ivf_centroids_, nlist, dim_, scores.data());
+  lists.resize(static_cast<size_t>(nlist));
+  for (int64_t l = 0; l < nlist; ++l) lists[l] = Hit{scores[l], l};
+  std::nth_element(lists.begin(), lists.begin() + (nprobe - 1), lists.end(), RanksBefore());
+  top.Reset(k);
+  const faiss::InvertedLists& invlists = *ivf_->invlists;
+  for (int64_t p = 0; p < nprobe; ++p) {
+    const size_t list = static_cast<size_t>(lists[p].id);
+    const int64_t n = static_cast<int64_t>(invlists.list_size(list));
+    if (n == 0) continue;
+    faiss::InvertedLists::ScopedCodes codes(&invlists, list);
+    faiss::InvertedLists::ScopedIds ids(&invlists, list);
+    const float* vectors = reinterpret_cast<const float*>(codes.get());
+    for (int64_t first = 0; first < n; first += kScanBlock) {
+      const int64_t count = std::min(kScanBlock, n - first);
+      kernels.inner_products(query, vectors + first * dim_, count, dim_, scores.data());
+      top.PushAll(kernels, scores.data(), ids.get() + first, 0, count);
+    }
+  }
+  top.Drain(out);
+  return absl::OkStatus();
+}
 
 FaissRetriever::~FaissRetriever() = default;
 
@@ -173,6 +314,12 @@ absl::Status FaissRetriever::Search(absl::Span<const float> query, int k,
   }
   if (k <= 0) return absl::OkStatus();
   k = static_cast<int>(std::min<int64_t>(k, rows_));
+  try {
+    if (flat_rows_ != nullptr) return ScanFlat(query.data(), k, out);
+    if (ivf_ != nullptr) return ScanIvf(query.data(), k, out);
+  } catch (const std::exception& e) {  // an on-disk inverted list can throw while mapping
+    return absl::InternalError(absl::StrCat("index scan failed: ", e.what()));
+  }
   UseOneOpenMpThreadOnThisThread();
   // Per-thread scratch: no allocation per request once warmed up.
   thread_local std::vector<float> distances;

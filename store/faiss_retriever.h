@@ -12,6 +12,7 @@
 
 namespace faiss {
 struct Index;
+struct IndexIVF;
 }
 
 namespace offerd {
@@ -29,6 +30,12 @@ struct IndexSpec {
 
 // CandidateRetriever over a FAISS index. FAISS exceptions are caught here and returned as
 // Status errors; nothing throws out of this class.
+//
+// Flat and IVF-flat indexes are searched by our own scan over FAISS's storage, with
+// simd::Best()'s inner-product kernel (AVX2 + FMA at run time): Debian's FAISS is a generic
+// x86-64 build whose distance loops are scalar. The scan probes the same lists and keeps the
+// same top K as FAISS's search (up to float rounding of equal scores); ties are broken by the
+// lower offer index, so results are deterministic. HNSW and other IVF encodings use FAISS.
 //
 // Thread safety: Search() is safe to call concurrently (it only reads the index and passes
 // per-call search parameters; it never mutates shared index state).
@@ -60,12 +67,22 @@ class FaissRetriever final : public CandidateRetriever {
   const IndexSpec& spec() const { return spec_; }
   // Bytes held by the index's vector storage (the dominant share of a bundle's memory).
   int64_t memory_bytes() const;
+  // How Search() runs: "scan-flat" or "scan-ivf" (our SIMD scan) or "faiss".
+  const char* search_path() const;
 
  private:
   FaissRetriever(std::unique_ptr<faiss::Index> index, IndexSpec spec, int dim, int64_t rows);
 
+  absl::Status ScanFlat(const float* query, int k, std::vector<Candidate>* out) const;
+  absl::Status ScanIvf(const float* query, int k, std::vector<Candidate>* out) const;
+
   std::unique_ptr<faiss::Index> index_;
   IndexSpec spec_;
+  // Set when our scan applies: the flat index's rows, or the IVF-flat index's centroids and
+  // lists (owned by index_).
+  const float* flat_rows_ = nullptr;
+  const faiss::IndexIVF* ivf_ = nullptr;
+  const float* ivf_centroids_ = nullptr;
   int dim_;
   int64_t rows_;
 };

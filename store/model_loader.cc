@@ -254,6 +254,7 @@ absl::Status ParseUplift(const json& spec, const WeightSource& source,
     if (!encoded.ok()) return FieldError(where + ".inputs.offer", encoded.status().message());
     model->offer_features = std::move(*encoded);
   }
+  PrepareUpliftModel(model);
   return absl::OkStatus();
 }
 

@@ -224,31 +224,59 @@ TEST(MlpTest, MatchesPythonMlpForwardGolden) {
   }
 }
 
-TEST(MlpTest, SplitEvaluationIsBitIdentical) {
+TEST(MlpTest, SplitFirstLayerSumsAreBitIdentical) {
+  // FirstLayerPartial over a prefix, then AccumulateFirstLayer over the rest, adds the same
+  // terms in the same order as one pass over the whole input.
   LcgWeights weights(99);
-  for (int num_layers : {1, 2, 3}) {
-    std::vector<DenseLayer> layers;
-    int in = 20;
-    for (int i = 0; i < num_layers; ++i) {
-      const bool last = i + 1 == num_layers;
-      const int out = last ? 1 : 8 + 4 * i;
-      layers.push_back(
-          weights.MakeLayer(in, out, last ? Activation::kSigmoid : Activation::kRelu, 0.5));
-      in = out;
-    }
-    absl::StatusOr<Mlp> mlp = Mlp::Create(layers);
-    ASSERT_TRUE(mlp.ok());
-    std::vector<float> x(20);
-    for (float& v : x) v = weights.Next(2.0);
-    const std::vector<float> whole = ForwardOnce(*mlp, x);
-    for (int prefix : {0, 7, 20}) {
-      std::vector<double> partial(mlp->first_layer_width());
-      mlp->FirstLayerPartial(absl::MakeConstSpan(x).subspan(0, prefix), absl::MakeSpan(partial));
-      std::vector<float> output(1);
-      std::vector<float> scratch(mlp->scratch_size());
-      mlp->ForwardFromPartial(partial, prefix, absl::MakeConstSpan(x).subspan(prefix),
-                              absl::MakeSpan(output), absl::MakeSpan(scratch));
-      EXPECT_EQ(output[0], whole[0]) << num_layers << " layers, prefix " << prefix;
+  absl::StatusOr<Mlp> mlp = Mlp::Create({weights.MakeLayer(20, 12, Activation::kRelu, 0.5),
+                                         weights.MakeLayer(12, 1, Activation::kSigmoid, 0.5)});
+  ASSERT_TRUE(mlp.ok());
+  std::vector<float> x(20);
+  for (float& v : x) v = weights.Next(2.0);
+  x[3] = 0.0f;  // a skipped zero input
+  std::vector<double> whole(mlp->first_layer_width());
+  mlp->FirstLayerPartial(x, absl::MakeSpan(whole));
+  for (int prefix : {0, 7, 20}) {
+    std::vector<double> split(mlp->first_layer_width());
+    mlp->FirstLayerPartial(absl::MakeConstSpan(x).subspan(0, prefix), absl::MakeSpan(split));
+    mlp->AccumulateFirstLayer(prefix, absl::MakeConstSpan(x).subspan(prefix),
+                              absl::MakeSpan(split));
+    EXPECT_EQ(split, whole) << "prefix " << prefix;
+  }
+}
+
+// The float32 path against the double one, over widths that exercise every AVX2 block size
+// and the masked tail (1, 7, 8, 9, 63, 64, 65, 102, 130 outputs) and ReLU zeros.
+TEST(MlpTest, FloatPathFromFirstLayerSumsMatchesForward) {
+  LcgWeights weights(7);
+  for (int hidden : {1, 7, 8, 9, 63, 64, 65, 102, 130}) {
+    for (int num_layers : {1, 2, 4}) {
+      std::vector<DenseLayer> layers;
+      int in = 30;
+      for (int i = 0; i < num_layers; ++i) {
+        const bool last = i + 1 == num_layers;
+        const int out = last ? 1 : hidden + i;
+        layers.push_back(weights.MakeLayer(
+            in, out, last ? Activation::kSigmoid : (i % 2 ? Activation::kTanh : Activation::kRelu),
+            0.4));
+        in = out;
+      }
+      absl::StatusOr<Mlp> mlp = Mlp::Create(layers);
+      ASSERT_TRUE(mlp.ok());
+      for (int row = 0; row < 5; ++row) {
+        std::vector<float> x(30);
+        for (float& v : x) v = weights.Next(2.0);
+        const std::vector<float> want = ForwardOnce(*mlp, x);
+        std::vector<double> sums(mlp->first_layer_width());
+        mlp->FirstLayerPartial(x, absl::MakeSpan(sums));
+        std::vector<float> first(sums.begin(), sums.end());
+        std::vector<float> output(mlp->output_dim());
+        std::vector<float> scratch(mlp->scratch_size());
+        mlp->ForwardFromFirstLayerSums(absl::MakeSpan(first), absl::MakeSpan(output),
+                                       absl::MakeSpan(scratch));
+        EXPECT_NEAR(output[0], want[0], 1e-6 * std::fabs(want[0]) + 1e-7)
+            << hidden << " wide, " << num_layers << " layers, row " << row;
+      }
     }
   }
 }

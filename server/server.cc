@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/simd.h"
 #include "server/clock.h"
 #include "server/event_applier.h"
 #include "server/log.h"
@@ -228,7 +229,8 @@ absl::Status OfferdServer::Start() {
                         {"port", port_},
                         {"metrics_port", metrics_port()},
                         {"admin_listen", options_.admin_listen},
-                        {"admin_port", admin_port_}});
+                        {"admin_port", admin_port_},
+                        {"simd", simd::Best().name}});
   return absl::OkStatus();
 }
 

@@ -40,6 +40,7 @@ def ops_server(world, tmp_path_factory):
     serving = next(json.loads(line) for line in proc.log().splitlines()
                    if '"event":"serving"' in line)
     proc.metrics_port = serving["metrics_port"]
+    proc.serving = serving
     proc.log_dir = tmp / "logs"
     # Some traffic so every family has samples.
     stub = offer_service_pb2_grpc.OfferServiceStub(proc.channel())
@@ -139,3 +140,15 @@ def test_sigterm_flushes_decision_and_event_logs(ops_server):
     assert served and all(0 < o["propensity"] <= 1 for d in served for o in d["offers"])
     assert events and all(e["type"] == "event" for e in events)
     assert not list(ops_server.log_dir.glob("*.open")), "logs must be complete after SIGTERM"
+
+
+def test_serving_line_names_the_simd_kernels(ops_server):
+    """The startup line says which scoring/scan kernels run: AVX2 on a CPU with AVX2 + FMA."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    want = "avx2" if {"avx2", "fma"} <= flags else "generic"
+    assert ops_server.serving["simd"] == want
+

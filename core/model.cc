@@ -1,6 +1,7 @@
 #include "core/model.h"
 
 #include <algorithm>
+#include <cassert>
 
 #include "absl/strings/str_cat.h"
 #include "core/vector_math.h"
@@ -88,9 +89,8 @@ bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& se
   return L2NormalizeInPlace(absl::MakeSpan(*embedding));
 }
 
-void PrepareUpliftModel(UpliftModel* model) {
+void PlanUpliftSplit(UpliftModel* model) {
   const std::vector<ModelSection>& in = model->p1.inputs;
-  const Mlp& mlp = model->p1.mlp;
   model->p1_split = false;
   model->p1_offer_column = 0;
   model->p1_retrieval_column = -1;
@@ -100,7 +100,7 @@ void PrepareUpliftModel(UpliftModel* model) {
     if (in[i] == ModelSection::kOffer) offer_at = i;
   }
   const int offer_width = model->sections.has_offer ? model->sections.offer.width() : 0;
-  if (offer_at == in.size() || offer_width <= 0 || model->offer_features.empty()) return;
+  if (offer_at == in.size() || offer_width <= 0) return;
   for (size_t i = 0; i < offer_at; ++i) {
     if (in[i] == ModelSection::kRetrieval) return;
   }
@@ -110,24 +110,25 @@ void PrepareUpliftModel(UpliftModel* model) {
   for (size_t i = 0; i < offer_at; ++i) column += model->sections.width(in[i]);
   model->p1_offer_column = column;
   if (tail == 2) model->p1_retrieval_column = column + offer_width;
+  model->p1_split = true;
+}
 
-  const int width = mlp.first_layer_width();
-  const size_t offers = model->offer_features.size() / static_cast<size_t>(offer_width);
-  std::vector<float> shares(offers * static_cast<size_t>(width));
-  std::vector<double> sums(static_cast<size_t>(width));
+void AppendOfferShares(UpliftModel* model, absl::Span<const float> encoded_rows) {
+  assert(model->p1_split);
+  const Mlp& mlp = model->p1.mlp;
+  const size_t offer_width = static_cast<size_t>(model->sections.offer.width());
+  const size_t width = static_cast<size_t>(mlp.first_layer_width());
+  const size_t offers = encoded_rows.size() / offer_width;
+  std::vector<double> sums(width);
   for (size_t o = 0; o < offers; ++o) {
     std::fill(sums.begin(), sums.end(), 0.0);
-    mlp.AccumulateFirstLayer(
-        model->p1_offer_column,
-        absl::MakeConstSpan(model->offer_features.data() + o * offer_width,
-                            static_cast<size_t>(offer_width)),
-        absl::MakeSpan(sums));
-    float* share = shares.data() + o * width;
-    for (int r = 0; r < width; ++r) share[r] = static_cast<float>(sums[r]);
+    mlp.AccumulateFirstLayer(model->p1_offer_column,
+                             encoded_rows.subspan(o * offer_width, offer_width),
+                             absl::MakeSpan(sums));
+    for (size_t r = 0; r < width; ++r) {
+      model->offer_first_layer.push_back(static_cast<float>(sums[r]));
+    }
   }
-  model->offer_first_layer = std::move(shares);
-  model->offer_features = std::vector<float>();
-  model->p1_split = true;
 }
 
 void UpliftEvaluator::Begin(const UpliftModel& model, const EncodedSections& sections) {
@@ -200,7 +201,7 @@ double UpliftEvaluator::P1(int32_t offer_index, double retrieval_score) {
 double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer, double retrieval_score) {
   const UpliftModel& model = *model_;
   if (model.p1_split) {
-    // The same sums and rounding as PrepareUpliftModel() for a catalog offer.
+    // The same sums and rounding as AppendOfferShares() for a catalog offer.
     std::fill(sums_.begin(), sums_.end(), 0.0);
     model.p1.mlp.AccumulateFirstLayer(model.p1_offer_column, offer, absl::MakeSpan(sums_));
     for (size_t r = 0; r < sums_.size(); ++r) offer_share_[r] = static_cast<float>(sums_[r]);

@@ -53,7 +53,7 @@ struct UpliftModel {
   MlpHead p1;
   SegmentThresholds segment_thresholds;
 
-  // How p1 splits (set by PrepareUpliftModel()). When its per-candidate inputs (the offer
+  // How p1 splits (set by PlanUpliftSplit()). When its per-candidate inputs (the offer
   // section, then optionally the retrieval score) come last, the first layer over the other
   // sections is computed once per request, each catalog offer's share of the first layer once
   // per bundle, and a candidate costs an addition plus the hidden layers.
@@ -69,10 +69,15 @@ struct UpliftModel {
   std::vector<float> offer_features;
 };
 
-// Decides how p1 splits and, when it does, turns `model->offer_features` (the encoded catalog)
-// into `offer_first_layer`, releasing the encoded rows. REQUIRES heads validated
-// (ValidateHead) and offer_features encoded for the catalog.
-void PrepareUpliftModel(UpliftModel* model);
+// Decides how p1 splits (p1_split and the column offsets), from the heads' inputs alone.
+// REQUIRES heads validated (ValidateHead).
+void PlanUpliftSplit(UpliftModel* model);
+
+// For a split model: appends the first-layer shares of catalog rows encoded as the offer
+// section (`encoded_rows`: [n, sections.offer.width()] row-major) to offer_first_layer. The
+// loader feeds the catalog in chunks, so the encoded rows of a large catalog never exist all at
+// once. REQUIRES model->p1_split.
+void AppendOfferShares(UpliftModel* model, absl::Span<const float> encoded_rows);
 
 // The two-tower user tower: the query embedding, L2-normalised by the caller.
 struct UserTowerModel {
@@ -101,7 +106,7 @@ bool ComputeUserEmbedding(const UserTowerModel& model, const EncodedSections& se
                           std::vector<float>* embedding);
 
 // Per-request evaluation of an UpliftModel: p0 once, then p1 per candidate. When p1 splits
-// (PrepareUpliftModel), the first layer over the per-request sections is computed once and
+// (PlanUpliftSplit), the first layer over the per-request sections is computed once and
 // each candidate costs its offer's precomputed share, its retrieval column and the hidden
 // layers in float32 (Mlp::ForwardFromFirstLayerSums). Reuse one instance per thread: buffers
 // grow once and are reused, so steady-state calls do not allocate.
@@ -114,7 +119,7 @@ class UpliftEvaluator {
   // `retrieval_score` feeds the retrieval section when the model has one.
   double P1(int32_t offer_index, double retrieval_score);
   // Same for an offer section encoded by the caller (golden cases): its first-layer share is
-  // computed here exactly as PrepareUpliftModel() computes a catalog offer's, so the golden
+  // computed here exactly as AppendOfferShares() computes a catalog offer's, so the golden
   // cases check the arithmetic the service runs.
   double P1ForEncodedOffer(absl::Span<const float> encoded_offer, double retrieval_score);
 

@@ -249,12 +249,28 @@ absl::Status ParseUplift(const json& spec, const WeightSource& source,
     if (s.ok()) s = json_util::GetDouble(*thresholds, "response", false, &model->segment_thresholds.response);
     if (!s.ok()) return FieldError(where + ".segment_thresholds", s.message());
   }
-  if (model->sections.has_offer) {
+  PlanUpliftSplit(model);
+  if (model->sections.has_offer && model->p1_split) {
+    // Each offer's share of p1's first layer, from the catalog encoded a chunk at a time: the
+    // encoded rows (229 floats per offer for the trained heads) never exist all at once.
+    constexpr size_t kChunkOffers = 4096;
+    if (absl::Status s = ValidateOfferSection(model->sections.offer); !s.ok()) {
+      return FieldError(where + ".inputs.offer", s.message());
+    }
+    model->offer_first_layer.reserve(offers.size() *
+                                     static_cast<size_t>(model->p1.mlp.first_layer_width()));
+    for (size_t first = 0; first < offers.size(); first += kChunkOffers) {
+      const size_t count = std::min(kChunkOffers, offers.size() - first);
+      absl::StatusOr<std::vector<float>> encoded = EncodeOfferCatalog(
+          model->sections.offer, absl::MakeConstSpan(offers).subspan(first, count));
+      if (!encoded.ok()) return FieldError(where + ".inputs.offer", encoded.status().message());
+      AppendOfferShares(model, *encoded);
+    }
+  } else if (model->sections.has_offer) {
     absl::StatusOr<std::vector<float>> encoded = EncodeOfferCatalog(model->sections.offer, offers);
     if (!encoded.ok()) return FieldError(where + ".inputs.offer", encoded.status().message());
     model->offer_features = std::move(*encoded);
   }
-  PrepareUpliftModel(model);
   return absl::OkStatus();
 }
 

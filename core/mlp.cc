@@ -251,12 +251,11 @@ void Mlp::ForwardFromFirstLayerSums(absl::Span<float> first_sums, absl::Span<flo
   assert(scratch.size() >= static_cast<size_t>(scratch_size()));
   const DenseLayer& first = layers_.front();
   float* current = first_sums.data();
+  ActivateInPlace(first.activation, current, first.out);
   if (layers_.size() == 1) {
-    ActivateInPlace(first.activation, current, first.out);
     std::copy(current, current + first.out, output.data());
     return;
   }
-  ActivateInPlace(first.activation, current, first.out);
   const simd::Kernels& kernels = simd::Best();
   const int half = scratch_size() / 2;
   for (size_t i = 1; i < layers_.size(); ++i) {

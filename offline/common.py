@@ -129,6 +129,14 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document in `path`; a JobError naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise JobError(f"{path}: invalid JSON: {exc}") from exc
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as UTF-8 JSON with a trailing newline."""
     Path(path).write_text(json_text(obj, indent), encoding="utf-8")

@@ -606,10 +606,7 @@ def read_model_fragments(directories: list[Path], sid: str) -> list[ModelFragmen
         if not paths:
             raise common.JobError(f"{directory}: no *manifest_fragment.json")
         for path in paths:
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise common.JobError(f"{path}: invalid JSON: {exc}") from exc
+            doc = common.read_json(path)
             if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
                 raise common.JobError(f"{path}: expected an object with a 'models' object")
             frag_sid = (doc.get("feature_schema") or {}).get("id")
@@ -654,10 +651,7 @@ def clv_section(path: Path) -> dict[str, Any]:
         path = path / "clv.json"
     if not path.is_file():
         raise common.JobError(f"{path}: file not found (--clv takes the clv job's clv.json or its directory)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise common.JobError(f"{path}: invalid JSON: {exc}") from exc
+    doc = common.read_json(path)
     if not isinstance(doc, dict):
         raise common.JobError(f"{path}: expected a JSON object")
     if doc.get("time_unit") != "week":
@@ -751,10 +745,7 @@ def merge_model_fragments(fragments: list[ModelFragment], bundle: Path) -> tuple
     elif goldens:
         merged: dict[str, Any] = {}
         for src in goldens:
-            try:
-                doc = json.loads(src.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise common.JobError(f"{src}: invalid JSON: {exc}") from exc
+            doc = common.read_json(src)
             if not merged:
                 merged = doc
             else:

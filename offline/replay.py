@@ -130,10 +130,7 @@ def resolve_inputs(args: argparse.Namespace) -> Inputs:
         path = args.build / "build.json"
         if not path.is_file():
             raise common.JobError(f"{path}: not found (is {args.build} an `offline build` directory?)")
-        try:
-            build = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise common.JobError(f"{path}: invalid JSON: {exc}") from exc
+        build = common.read_json(path)
 
     def pick(flag: Path | None, key: str) -> Path:
         if flag is not None:
@@ -748,10 +745,7 @@ def main(argv: list[str]) -> int:
         history = world_purchases(world, pv["user"].to_numpy(), first_day, last_day)
         policies: dict[str, dict[str, Any] | None] = {"greedy": GREEDY_POLICY, "default": None}
         if args.policy_config is not None:
-            try:
-                policies["default"] = json.loads(args.policy_config.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise common.JobError(f"{args.policy_config}: invalid JSON: {exc}") from exc
+            policies["default"] = common.read_json(args.policy_config)
         for name, pol in policies.items():
             if pol is not None:
                 common.write_json(args.out / f"policy-{name}.json", pol)

@@ -366,20 +366,10 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"pearson": float(stats.pearsonr(a, b)[0]), "spearman": float(stats.spearmanr(a, b)[0])}
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
-    return obj
-
-
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(_nan_to_none(doc), indent=2) + "\n")
+    from offline import common
+
+    path.write_text(json.dumps(common.finite_json(doc), indent=2) + "\n")
 
 
 def _raw_examples(frames: Mapping[str, pd.DataFrame], rows: np.ndarray) -> list[dict[str, dict[str, Any]]]:

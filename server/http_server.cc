@@ -8,9 +8,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,11 +34,6 @@ void InitCivetwebOnce() {
     return true;
   }();
   (void)initialized;
-}
-
-int LogCivetwebMessage(const mg_connection* /*connection*/, const char* message) {
-  log::Warning("http_server_message", {{"message", message}});
-  return 1;  // handled: civetweb writes nothing itself
 }
 
 void Respond(mg_connection* connection, int code, absl::string_view reason,
@@ -60,6 +59,74 @@ std::string WakeHost(absl::string_view listen_address) {
 }
 
 }  // namespace
+
+// Why civetweb's threads do not run our code: Debian builds civetweb with a fixed 100 KiB
+// thread stack (USE_STACK_SIZE), and glibc carves each thread's static TLS out of the stack it
+// was asked for. OpenBLAS (linked in by FAISS) alone has 60 KiB of TLS, so about 23 KiB
+// remain, of which civetweb's request parsing uses 17 KiB: a scrape that reached a lazily
+// bound symbol overflowed into the guard page and killed the process. So civetweb's threads
+// only read the request line and write the response; everything in between runs here, on
+// threads with the default stack. One handler thread per civetweb worker, so nothing queues
+// that civetweb would not have queued itself.
+class HttpServer::HandlerThreads {
+ public:
+  explicit HandlerThreads(int num_threads) {
+    threads_.reserve(static_cast<size_t>(num_threads));
+    for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Loop(); });
+  }
+
+  ~HandlerThreads() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    for (std::thread& thread : threads_) thread.join();
+  }
+
+  // Runs `fn` on a handler thread and returns once it has run. After shutdown began (never
+  // while civetweb still serves, see the member order in HttpServer) it runs `fn` inline.
+  void Run(const std::function<void()>& fn) {
+    Job job{&fn};
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      fn();
+      return;
+    }
+    jobs_.push_back(&job);
+    work_cv_.notify_one();
+    done_cv_.wait(lock, [&] { return job.done; });
+  }
+
+ private:
+  struct Job {
+    const std::function<void()>* fn;
+    bool done = false;
+  };
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      work_cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, and nothing left to run
+      Job* job = jobs_.front();
+      jobs_.pop_front();
+      lock.unlock();
+      (*job->fn)();
+      lock.lock();
+      job->done = true;
+      done_cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::deque<Job*> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
 
 absl::StatusOr<std::string> CivetwebListeningPorts(const std::string& listen_address) {
   const auto error = [&](absl::string_view why) {
@@ -108,6 +175,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
   InitCivetwebOnce();
 
   std::unique_ptr<HttpServer> server(new HttpServer(options, registry));
+  server->handlers_ = std::make_unique<HandlerThreads>(options.num_threads);
   const std::string num_threads = std::to_string(options.num_threads);
   const std::string timeout_ms = std::to_string(options.request_timeout_ms);
   const char* civetweb_options[] = {"listening_ports",
@@ -121,7 +189,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
                                     nullptr};
   mg_callbacks callbacks = {};
   callbacks.begin_request = &HttpServer::HandleRequest;
-  callbacks.log_message = &LogCivetwebMessage;
+  callbacks.log_message = &HttpServer::LogMessage;
   mg_init_data init = {};
   init.callbacks = &callbacks;
   init.user_data = server.get();
@@ -206,34 +274,52 @@ int HttpServer::HandleRequest(mg_connection* connection) {
   return static_cast<const HttpServer*>(request->user_data)->Serve(connection);
 }
 
+int HttpServer::LogMessage(const mg_connection* connection, const char* message) {
+  const std::string text = message != nullptr ? message : "";
+  const std::function<void()> write = [&] {
+    log::Warning("http_server_message", {{"message", text}});
+  };
+  const mg_context* context = connection != nullptr ? mg_get_context(connection) : nullptr;
+  const auto* server =
+      context != nullptr ? static_cast<const HttpServer*>(mg_get_user_data(context)) : nullptr;
+  if (server != nullptr && server->handlers_ != nullptr) {
+    server->handlers_->Run(write);
+  } else {
+    write();
+  }
+  return 1;  // handled: civetweb writes nothing itself
+}
+
 int HttpServer::Serve(mg_connection* connection) const {
   const mg_request_info* request = mg_get_request_info(connection);
-  const absl::string_view method = request->request_method ? request->request_method : "";
-  const absl::string_view path = request->local_uri ? request->local_uri : "";
-  const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
-  if (!known) {
-    Respond(connection, 404, "Not Found", kPlainText, "not found\n");
-    return 404;
-  }
-  if (method != "GET") {
-    Respond(connection, 405, "Method Not Allowed", kPlainText, "method not allowed\n",
-            "Allow: GET\r\n");
-    return 405;
-  }
-  if (path == "/metrics") {
-    Respond(connection, 200, "OK", kTextExpositionContentType, registry_->TextExposition());
-    return 200;
-  }
-  if (path == "/readyz" && options_.readiness) {
-    const absl::Status ready = options_.readiness();
-    if (!ready.ok()) {
-      Respond(connection, 503, "Service Unavailable", kPlainText,
-              absl::StrCat("not ready: ", ready.message(), "\n"));
-      return 503;
+  const std::string method = request->request_method ? request->request_method : "";
+  const std::string path = request->local_uri ? request->local_uri : "";
+  struct Response {
+    int code = 200;
+    absl::string_view reason = "OK";
+    absl::string_view content_type = kPlainText;
+    std::string body = "ok\n";
+    absl::string_view extra_headers;
+  } response;
+  handlers_->Run([&] {
+    const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+    if (!known) {
+      response = {404, "Not Found", kPlainText, "not found\n", ""};
+    } else if (method != "GET") {
+      response = {405, "Method Not Allowed", kPlainText, "method not allowed\n",
+                  "Allow: GET\r\n"};
+    } else if (path == "/metrics") {
+      response = {200, "OK", kTextExpositionContentType, registry_->TextExposition(), ""};
+    } else if (path == "/readyz" && options_.readiness) {
+      if (const absl::Status ready = options_.readiness(); !ready.ok()) {
+        response = {503, "Service Unavailable", kPlainText,
+                    absl::StrCat("not ready: ", ready.message(), "\n"), ""};
+      }
     }
-  }
-  Respond(connection, 200, "OK", kPlainText, "ok\n");
-  return 200;
+  });
+  Respond(connection, response.code, response.reason, response.content_type, response.body,
+          response.extra_headers);
+  return response.code;
 }
 
 }  // namespace offerd

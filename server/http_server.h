@@ -25,8 +25,9 @@ class MetricsRegistry;
 // Every response closes its connection (no keep-alive), so the small worker pool is never
 // held by idle scrapers.
 //
-// Thread safety: requests are served on civetweb's worker threads; Stop() and the destructor
-// may be called from any thread.
+// Thread safety: requests are accepted and written on civetweb's worker threads; the work in
+// between (exposition, readiness, logging) runs on the server's own handler threads, see
+// http_server.cc for why. Stop() and the destructor may be called from any thread.
 class HttpServer {
  public:
   struct Options {
@@ -65,14 +66,20 @@ class HttpServer {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  class HandlerThreads;
+
   HttpServer(const Options& options, const MetricsRegistry* registry);
   static int HandleRequest(mg_connection* connection);
+  static int LogMessage(const mg_connection* connection, const char* message);
   int Serve(mg_connection* connection) const;
   // Opens and closes a connection to the listener, waking civetweb's accept loop.
   void WakeListener() const;
 
   const Options options_;
   const MetricsRegistry* const registry_;
+  // Runs the work between reading a request and writing its response (see http_server.cc).
+  // Joined by its destructor, after ~HttpServer() has stopped civetweb.
+  std::unique_ptr<HandlerThreads> handlers_;
   int port_ = 0;
   std::string wake_host_;  // address literal to connect to for WakeListener()
   absl::Mutex mu_;

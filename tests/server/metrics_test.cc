@@ -648,6 +648,27 @@ TEST_F(HttpServerTest, ServesConcurrentClientsWithTwoWorkers) {
   EXPECT_EQ(ok, 100);
 }
 
+// Uses `bytes` of stack, page by page, so that the compiler cannot drop it.
+__attribute__((noinline)) double UseStack(size_t bytes) {
+  constexpr size_t kChunk = 4096;
+  if (bytes < kChunk) return 1;
+  volatile char page[kChunk];
+  page[0] = static_cast<char>(bytes);
+  page[kChunk - 1] = page[0];
+  return UseStack(bytes - kChunk) + page[kChunk - 1] * 0.0;
+}
+
+// civetweb's threads have a fixed 100 KiB stack, less the process's static TLS (60 KiB more
+// in offerd, for OpenBLAS): a scrape whose callbacks went deeper than that used to kill the
+// process. Callbacks now run on the server's own threads, with an ordinary stack.
+TEST_F(HttpServerTest, ScrapeCallbacksRunOnAFullSizeStack) {
+  CallbackHandle deep = registry_.AddCallbackGauge({"demo_deep_stack", "Needs 512 KiB of stack."},
+                                                   [] { return UseStack(512 * 1024); });
+  HttpResponse metrics = HttpRequest(server_->port(), "GET", "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.body, HasSubstr("demo_deep_stack 1\n"));
+}
+
 TEST_F(HttpServerTest, PortInUseIsAnErrorNamingTheAddress) {
   const std::string address = absl::StrCat("127.0.0.1:", server_->port());
   HttpServer::Options options;

@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/cli_help.h"
 #include "server/clock.h"
@@ -107,6 +108,11 @@ int main(int argc, char** argv) {
     return Fail("--log_level must be debug, info, warning or error");
   }
   offerd::log::SetMinLevel(level);
+
+  // Debian builds Abseil without NDEBUG, so every absl::Mutex lock (gRPC takes several per
+  // call) also updates a process-wide lock-order graph behind one global spinlock. That is a
+  // debugging aid, not something to pay for on every call in production.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   // Block the shutdown signals in every thread (gRPC's threads inherit this mask) so that
   // only the sigwait() below receives them.

@@ -198,6 +198,24 @@ double UpliftEvaluator::P1(int32_t offer_index, double retrieval_score) {
       retrieval_score);
 }
 
+void UpliftEvaluator::PrefetchOffer(int32_t offer_index) const {
+  const UpliftModel& model = *model_;
+  const float* row;
+  size_t width;
+  if (model.p1_split) {
+    width = partial_.size();
+    row = model.offer_first_layer.data();
+  } else {
+    width = static_cast<size_t>(model.sections.offer.width());
+    row = model.offer_features.data();
+  }
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(row + static_cast<size_t>(offer_index) * width);
+  const uintptr_t end = begin + width * sizeof(float);
+  for (uintptr_t line = begin & ~uintptr_t{63}; line < end; line += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
+  }
+}
+
 double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer, double retrieval_score) {
   const UpliftModel& model = *model_;
   if (model.p1_split) {

@@ -118,6 +118,8 @@ class UpliftEvaluator {
   // P(convert | shown offer `offer_index`), using the model's precomputed offer data;
   // `retrieval_score` feeds the retrieval section when the model has one.
   double P1(int32_t offer_index, double retrieval_score);
+  // Asks the CPU to fetch what P1(offer_index, ...) will read; no effect on results.
+  void PrefetchOffer(int32_t offer_index) const;
   // Same for an offer section encoded by the caller (golden cases): its first-layer share is
   // computed here exactly as AppendOfferShares() computes a catalog offer's, so the golden
   // cases check the arithmetic the service runs.

@@ -31,6 +31,8 @@ struct Scratch {
   std::vector<ContextAttribute> attributes;
   std::vector<std::string> audiences;
   std::vector<Candidate> candidates;
+  std::vector<absl::string_view> candidate_ids;  // parallel to `candidates`
+  std::vector<OfferRuntime> runtimes;            // parallel to `candidates`
   std::vector<ScoredCandidate> scored;
   std::vector<CandidateScore> scores;         // parallel to `scored`
   std::vector<double> retrieval_scores;       // parallel to `scored`
@@ -47,8 +49,9 @@ Scratch& ThreadScratch() {
 
 // With a large catalog the rows a candidate needs (its Offer, the Offer's channel, country
 // and audience lists, its p1 share) are cold, and the candidate loop used to wait on each
-// miss in turn: at 1M offers that loop cost more than scoring itself. The loop asks for the
-// rows a few candidates ahead instead; the lists need the Offer first, so they come later.
+// miss in turn: at 1M offers that loop cost more than scoring itself. The loops ask for rows
+// a few candidates ahead instead: the Offer rows while collecting the candidates' ids, then
+// the lists (which need the Offer to be found) and the p1 shares while scoring.
 constexpr size_t kOfferRowsAhead = 8;
 constexpr size_t kOfferListsAhead = 4;
 
@@ -279,9 +282,21 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   const EligibilityRequest eligibility{info.now_ms, context.channel(), context.country(),
                                        scratch.audiences};
 
+  // The candidates' runtime state (pause, budget), all under one lock of the store.
+  const std::vector<Offer>& offers = bundle->offers();
+  const std::vector<Candidate>& candidates = scratch.candidates;
+  scratch.candidate_ids.resize(candidates.size());
+  scratch.runtimes.resize(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (i + kOfferRowsAhead < candidates.size()) {
+      PrefetchOfferRow(offers[candidates[i + kOfferRowsAhead].offer_index]);
+    }
+    scratch.candidate_ids[i] = offers[candidates[i].offer_index].offer_id;
+  }
+  store_->GetOfferRuntimes(scratch.candidate_ids, absl::MakeSpan(scratch.runtimes));
+
   // Filter, score, select and record, under the user's lock so that caps hold under
   // concurrent requests of the same user.
-  const std::vector<Offer>& offers = bundle->offers();
   absl::Status decided = store_->DecideAndRecord(
       request.user_id(), response->decision_id(), info.now_ms,
       [&](const UserFatigueRecord& fatigue, std::vector<std::string>* served) -> absl::Status {
@@ -289,19 +304,16 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
         scratch.scores.clear();
         scratch.retrieval_scores.clear();
         scratch.p1s.clear();
-        const std::vector<Candidate>& candidates = scratch.candidates;
         for (size_t i = 0; i < candidates.size(); ++i) {
-          if (i + kOfferRowsAhead < candidates.size()) {
-            const int32_t ahead = candidates[i + kOfferRowsAhead].offer_index;
-            PrefetchOfferRow(offers[ahead]);
-            if (models.uplift) scratch.uplift.PrefetchOffer(ahead);
+          if (i + kOfferRowsAhead < candidates.size() && models.uplift) {
+            scratch.uplift.PrefetchOffer(candidates[i + kOfferRowsAhead].offer_index);
           }
           if (i + kOfferListsAhead < candidates.size()) {
             PrefetchOfferLists(offers[candidates[i + kOfferListsAhead].offer_index]);
           }
           const Candidate& c = candidates[i];
           const Offer& offer = offers[c.offer_index];
-          const OfferRuntime runtime = store_->GetOfferRuntime(offer.offer_id);
+          const OfferRuntime& runtime = scratch.runtimes[i];
           const OfferRuntimeState runtime_state{
               runtime.paused,
               RemainingRedemptions(offer.budget, runtime.budget_override, runtime.redemptions)};

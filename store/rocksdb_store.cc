@@ -612,6 +612,19 @@ OfferRuntime RocksDbStore::GetOfferRuntime(absl::string_view offer_id) const {
   return it == offer_runtime_.end() ? OfferRuntime() : it->second;
 }
 
+void RocksDbStore::GetOfferRuntimes(absl::Span<const absl::string_view> offer_ids,
+                                    absl::Span<OfferRuntime> out) const {
+  std::shared_lock<std::shared_mutex> lock(offers_mu_);
+  if (offer_runtime_.empty()) {
+    std::fill(out.begin(), out.end(), OfferRuntime());
+    return;
+  }
+  for (size_t i = 0; i < offer_ids.size(); ++i) {
+    auto it = offer_runtime_.find(offer_ids[i]);
+    out[i] = it == offer_runtime_.end() ? OfferRuntime() : it->second;
+  }
+}
+
 absl::StatusOr<OfferRuntime> RocksDbStore::SetOfferOverride(absl::string_view offer_id,
                                                             std::optional<bool> paused,
                                                             std::optional<int64_t> budget) {

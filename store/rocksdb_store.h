@@ -149,6 +149,10 @@ class RocksDbStore final : public FeatureStore {
 
   // Runtime state of an offer (defaults when none was set).
   OfferRuntime GetOfferRuntime(absl::string_view offer_id) const;
+  // The same for many offers under one lock (the request path looks up every candidate):
+  // out[i] is the runtime state of offer_ids[i]. The spans must have the same size.
+  void GetOfferRuntimes(absl::Span<const absl::string_view> offer_ids,
+                        absl::Span<OfferRuntime> out) const;
   // Pauses/resumes an offer and/or sets (or clears, with budget = -1) its budget override;
   // persisted before it returns.
   absl::StatusOr<OfferRuntime> SetOfferOverride(absl::string_view offer_id,

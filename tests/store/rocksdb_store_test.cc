@@ -195,6 +195,32 @@ TEST_F(RocksDbStoreTest, RedeemUsesBudgetAndOverridesPersist) {
   EXPECT_FALSE(store_->GetOfferRuntime("o7").paused);
 }
 
+TEST_F(RocksDbStoreTest, BatchRuntimeLookupMatchesOneByOne) {
+  const std::vector<absl::string_view> ids = {"o7", "o8", "o7", "unknown"};
+  std::vector<OfferRuntime> out(ids.size());
+  out[1].paused = true;  // overwritten with the defaults while nothing is stored
+  store_->GetOfferRuntimes(ids, absl::MakeSpan(out));
+  for (const OfferRuntime& runtime : out) {
+    EXPECT_FALSE(runtime.paused);
+    EXPECT_EQ(runtime.redemptions, 0);
+    EXPECT_FALSE(runtime.budget_override.has_value());
+  }
+  ASSERT_TRUE(store_->ApplyEvents({{"u1", "o7", EventKind::kRedeem, 5000, "", 0}}).ok());
+  ASSERT_TRUE(store_->SetOfferOverride("o8", true, 3).ok());
+  store_->GetOfferRuntimes(ids, absl::MakeSpan(out));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const OfferRuntime one = store_->GetOfferRuntime(ids[i]);
+    EXPECT_EQ(out[i].paused, one.paused) << ids[i];
+    EXPECT_EQ(out[i].redemptions, one.redemptions) << ids[i];
+    EXPECT_EQ(out[i].budget_override, one.budget_override) << ids[i];
+  }
+  EXPECT_EQ(out[0].redemptions, 1);
+  EXPECT_EQ(out[2].redemptions, 1);
+  EXPECT_TRUE(out[1].paused);
+  EXPECT_EQ(out[1].budget_override, 3);
+  EXPECT_EQ(out[3].redemptions, 0);
+}
+
 TEST_F(RocksDbStoreTest, ForgetUserErasesEverything) {
   ASSERT_TRUE(store_->IngestUsersFile(tmp_.Join("users.jsonl")).ok());
   ASSERT_TRUE(store_->ApplyEvents({{"u00003", "o1", EventKind::kImpression, 5, "dx", 0},

@@ -74,7 +74,11 @@ def damon_status(admin: Path = Path("/sys/kernel/mm/damon/admin")) -> str:
             return "?"
 
     parts = []
-    for kdamond in sorted(p for p in kdamonds.iterdir() if p.name.isdigit()):
+    for kdamond in sorted((p for p in kdamonds.iterdir() if p.name.isdigit()),
+                          key=lambda p: int(p.name)):
+        if read(kdamond / "state") == "?":
+            parts.append("unreadable (needs root)")
+            continue
         schemes = []
         for scheme in sorted(kdamond.glob("contexts/*/schemes/[0-9]*")):
             schemes.append(f"{read(scheme / 'action')} (quota {read(scheme / 'quotas/ms')} ms per "

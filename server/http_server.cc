@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -176,6 +177,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
 
   std::unique_ptr<HttpServer> server(new HttpServer(options, registry));
   server->handlers_ = std::make_unique<HandlerThreads>(options.num_threads);
+  // The first call of each function binds its symbol lazily, which itself needs stack: make
+  // those first calls here, not on civetweb's threads.
+  server->handlers_->Run([] {});
   const std::string num_threads = std::to_string(options.num_threads);
   const std::string timeout_ms = std::to_string(options.request_timeout_ms);
   const char* civetweb_options[] = {"listening_ports",
@@ -294,32 +298,36 @@ int HttpServer::Serve(mg_connection* connection) const {
   const mg_request_info* request = mg_get_request_info(connection);
   const std::string method = request->request_method ? request->request_method : "";
   const std::string path = request->local_uri ? request->local_uri : "";
-  struct Response {
-    int code = 200;
-    absl::string_view reason = "OK";
-    absl::string_view content_type = kPlainText;
-    std::string body = "ok\n";
-    absl::string_view extra_headers;
-  } response;
+  Response response;
   handlers_->Run([&] {
-    const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
-    if (!known) {
-      response = {404, "Not Found", kPlainText, "not found\n", ""};
-    } else if (method != "GET") {
-      response = {405, "Method Not Allowed", kPlainText, "method not allowed\n",
-                  "Allow: GET\r\n"};
-    } else if (path == "/metrics") {
-      response = {200, "OK", kTextExpositionContentType, registry_->TextExposition(), ""};
-    } else if (path == "/readyz" && options_.readiness) {
-      if (const absl::Status ready = options_.readiness(); !ready.ok()) {
-        response = {503, "Service Unavailable", kPlainText,
-                    absl::StrCat("not ready: ", ready.message(), "\n"), ""};
-      }
+    try {
+      Handle(method, path, &response);
+    } catch (const std::exception& e) {
+      response = {500, "Internal Server Error", std::string(kPlainText),
+                  absl::StrCat("internal error: ", e.what(), "\n"), ""};
     }
   });
   Respond(connection, response.code, response.reason, response.content_type, response.body,
           response.extra_headers);
   return response.code;
+}
+
+void HttpServer::Handle(const std::string& method, const std::string& path,
+                        Response* out) const {
+  const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+  if (!known) {
+    *out = {404, "Not Found", std::string(kPlainText), "not found\n", ""};
+  } else if (method != "GET") {
+    *out = {405, "Method Not Allowed", std::string(kPlainText), "method not allowed\n",
+            "Allow: GET\r\n"};
+  } else if (path == "/metrics") {
+    *out = {200, "OK", std::string(kTextExpositionContentType), registry_->TextExposition(), ""};
+  } else if (path == "/readyz" && options_.readiness) {
+    if (const absl::Status ready = options_.readiness(); !ready.ok()) {
+      *out = {503, "Service Unavailable", std::string(kPlainText),
+              absl::StrCat("not ready: ", ready.message(), "\n"), ""};
+    }
+  }
 }
 
 }  // namespace offerd

@@ -41,8 +41,8 @@ class HttpServer {
     // slow client cannot hold a worker for long. Milliseconds.
     int request_timeout_ms = 10000;
     // /readyz: OK = ready; otherwise 503 with the status message as the reason.
-    // Null = always ready. Runs on a worker thread: must be thread-safe and
-    // quick.
+    // Null = always ready. Runs on one of the server's handler threads: must be
+    // thread-safe and quick.
     std::function<absl::Status()> readiness;
   };
 
@@ -71,7 +71,16 @@ class HttpServer {
   HttpServer(const Options& options, const MetricsRegistry* registry);
   static int HandleRequest(mg_connection* connection);
   static int LogMessage(const mg_connection* connection, const char* message);
+  struct Response {
+    int code = 200;
+    std::string reason = "OK";
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body = "ok\n";
+    std::string extra_headers;
+  };
   int Serve(mg_connection* connection) const;
+  // The response to `method` `path`; runs on a handler thread.
+  void Handle(const std::string& method, const std::string& path, Response* out) const;
   // Opens and closes a connection to the listener, waking civetweb's accept loop.
   void WakeListener() const;
 

@@ -282,7 +282,7 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
   const EligibilityRequest eligibility{info.now_ms, context.channel(), context.country(),
                                        scratch.audiences};
 
-  // The candidates' runtime state (pause, budget), all under one lock of the store.
+  // The candidates' ids, for one lookup of their runtime state (pause, budget) below.
   const std::vector<Offer>& offers = bundle->offers();
   const std::vector<Candidate>& candidates = scratch.candidates;
   scratch.candidate_ids.resize(candidates.size());
@@ -293,7 +293,6 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
     }
     scratch.candidate_ids[i] = offers[candidates[i].offer_index].offer_id;
   }
-  store_->GetOfferRuntimes(scratch.candidate_ids, absl::MakeSpan(scratch.runtimes));
 
   // Filter, score, select and record, under the user's lock so that caps hold under
   // concurrent requests of the same user.
@@ -304,6 +303,9 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
         scratch.scores.clear();
         scratch.retrieval_scores.clear();
         scratch.p1s.clear();
+        // Read under the user's lock, as ApplyEvents updates a redemption's budget and the
+        // user's fatigue under it: a request sees both before or both after.
+        store_->GetOfferRuntimes(scratch.candidate_ids, absl::MakeSpan(scratch.runtimes));
         for (size_t i = 0; i < candidates.size(); ++i) {
           if (i + kOfferRowsAhead < candidates.size() && models.uplift) {
             scratch.uplift.PrefetchOffer(candidates[i + kOfferRowsAhead].offer_index);

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -667,6 +668,17 @@ TEST_F(HttpServerTest, ScrapeCallbacksRunOnAFullSizeStack) {
   HttpResponse metrics = HttpRequest(server_->port(), "GET", "/metrics");
   EXPECT_EQ(metrics.status, 200);
   EXPECT_THAT(metrics.body, HasSubstr("demo_deep_stack 1\n"));
+}
+
+TEST_F(HttpServerTest, AThrowingScrapeIs500AndTheServerKeepsServing) {
+  CallbackHandle broken = registry_.AddCallbackGauge(
+      {"demo_broken", "Throws."}, []() -> double { throw std::runtime_error("disk gone"); });
+  HttpResponse metrics = HttpRequest(server_->port(), "GET", "/metrics");
+  EXPECT_EQ(metrics.status, 500);
+  EXPECT_EQ(metrics.body, "internal error: disk gone\n");
+  broken.Reset();
+  EXPECT_EQ(HttpRequest(server_->port(), "GET", "/metrics").status, 200);
+  EXPECT_EQ(HttpRequest(server_->port(), "GET", "/healthz").status, 200);
 }
 
 TEST_F(HttpServerTest, PortInUseIsAnErrorNamingTheAddress) {

@@ -132,6 +132,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   snapshot_options.pin_file = options.pin_file;
   snapshot_options.store_feature_schema_id = [store_ptr] { return store_ptr->feature_schema_id(); };
   snapshot_options.poll_interval = options.snapshot_poll_interval;
+  snapshot_options.huge_pages = options.huge_pages;
   absl::StatusOr<std::unique_ptr<SnapshotManager>> snapshots =
       SnapshotManager::Create(std::move(snapshot_options), clock);
   if (!snapshots.ok()) return snapshots.status();

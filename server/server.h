@@ -59,6 +59,8 @@ class OfferdServer {
     // CA, clients must present a certificate it signed (mTLS).
     std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
     absl::Duration snapshot_poll_interval = absl::Seconds(5);  // zero = no watcher
+    // After each bundle load, back large heap mappings with huge pages (AdviseHugePages()).
+    bool huge_pages = false;
     int max_receive_message_bytes = 4 << 20;
   };
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "core/assignment.h"
+#include "server/huge_pages.h"
 #include "server/log.h"
 #include "store/file_util.h"
 
@@ -217,6 +218,14 @@ absl::StatusOr<std::shared_ptr<const Bundle>> SnapshotManager::LoadAndWarm(
   }
   *info = DescribeBundle(**bundle);
   info->load_ms = MsSince(start);
+  if (options_.huge_pages) {
+    const HugePageStats pages = AdviseHugePages();
+    log::Info("huge_pages", {{"version", version},
+                             {"mappings", pages.mappings},
+                             {"advised_mb", pages.bytes_advised >> 20},
+                             {"collapsed_mb", pages.bytes_collapsed >> 20},
+                             {"ms", pages.ms}});
+  }
   const auto warm_start = std::chrono::steady_clock::now();
   if (options_.warm_up) {
     options_.warm_up(**bundle);

@@ -61,6 +61,8 @@ class SnapshotManager {
     // Runs real queries through a freshly loaded bundle before it is published. Default:
     // the bundle's warm-up queries through its retriever.
     std::function<void(const Bundle&)> warm_up;
+    // After each successful load, before warm-up: AdviseHugePages() (server/huge_pages.h).
+    bool huge_pages = false;
     // Test hook: called on the thread that destroys a retired bundle, after destruction.
     std::function<void(const std::string& version)> on_bundle_destroyed;
   };

@@ -30,7 +30,8 @@ ABSL_FLAG(std::string, snapshot_root, "",
 ABSL_FLAG(bool, huge_pages, true,
           "After each bundle load, ask the kernel to back large heap mappings with transparent "
           "huge pages (madvise MADV_HUGEPAGE + MADV_COLLAPSE): fewer TLB misses on a large "
-          "catalog, and less for kernel memory scanners to walk. A hint; harmless without THP.");
+          "catalog, and less for kernel memory scanners to walk. Nothing happens when the "
+          "kernel has no THP or its mode is 'never'.");
 ABSL_FLAG(int64_t, snapshot_poll_ms, 5000,
           "How often the watcher looks for new bundle versions under --snapshot_root, "
           "milliseconds; 0 disables the watcher (AdminService.LoadSnapshot still works).");

@@ -35,31 +35,47 @@ std::string VmFlagsOf(const void* address) {
   return "";
 }
 
-TEST(HugePagesTest, AdvisesLargeAnonymousMappingsAndLeavesSmallOnesAlone) {
-  constexpr size_t kLarge = size_t{32} << 20;
-  constexpr size_t kSmall = size_t{1} << 20;
-  void* large = mmap(nullptr, kLarge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  void* small = mmap(nullptr, kSmall, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(large, MAP_FAILED);
-  ASSERT_NE(small, MAP_FAILED);
-  std::memset(large, 7, kLarge);
-  std::memset(small, 7, kSmall);
-  ASSERT_EQ(VmFlagsOf(large).find(" hg"), std::string::npos) << VmFlagsOf(large);
+// A read-write anonymous mapping of `bytes` between two PROT_NONE pages, so that the kernel
+// cannot merge it with a neighbour.
+char* IsolatedMapping(size_t bytes) {
+  constexpr size_t kGuard = 4096;
+  void* all = mmap(nullptr, bytes + 2 * kGuard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (all == MAP_FAILED) return nullptr;
+  char* inner = static_cast<char*>(all) + kGuard;
+  if (mprotect(inner, bytes, PROT_READ | PROT_WRITE) != 0) return nullptr;
+  std::memset(inner, 7, bytes);
+  return inner;
+}
 
-  const HugePageStats stats = AdviseHugePages(int64_t{8} << 20);
+bool AdvisedHuge(const void* address) {
+  return VmFlagsOf(address).find(" hg") != std::string::npos;
+}
+
+TEST(HugePagesTest, AdvisesLargeAnonymousMappingsOnly) {
+  constexpr size_t kLarge = size_t{40} << 20;
+  constexpr size_t kSmall = size_t{6} << 20;
+  char* large = IsolatedMapping(kLarge);
+  char* small = IsolatedMapping(kSmall);
+  char* refused = IsolatedMapping(kLarge);  // marked "no huge pages" by its owner
+  ASSERT_NE(large, nullptr);
+  ASSERT_NE(small, nullptr);
+  ASSERT_NE(refused, nullptr);
+  ASSERT_EQ(madvise(refused, kLarge, MADV_NOHUGEPAGE), 0);
+  ASSERT_FALSE(AdvisedHuge(large)) << VmFlagsOf(large);
+
+  const HugePageStats stats = AdviseHugePages(int64_t{16} << 20);
   EXPECT_GE(stats.mappings, 1);
-  // The 2 MiB-aligned interior of the 32 MiB mapping at least.
-  EXPECT_GE(stats.bytes_advised, int64_t{30} << 20);
+  // The 2 MiB-aligned interior of the 40 MiB mapping at least.
+  EXPECT_GE(stats.bytes_advised, int64_t{36} << 20);
   EXPECT_LE(stats.bytes_collapsed, stats.bytes_advised);
-  // "hg" = MADV_HUGEPAGE. The interior of the large mapping is advised; the small one is not.
-  const char* middle = static_cast<const char*>(large) + kLarge / 2;
-  EXPECT_NE(VmFlagsOf(middle).find(" hg"), std::string::npos) << VmFlagsOf(middle);
-  EXPECT_EQ(VmFlagsOf(small).find(" hg"), std::string::npos) << VmFlagsOf(small);
+  EXPECT_TRUE(AdvisedHuge(large + kLarge / 2)) << VmFlagsOf(large + kLarge / 2);
+  EXPECT_FALSE(AdvisedHuge(small + kSmall / 2)) << VmFlagsOf(small + kSmall / 2);
+  EXPECT_FALSE(AdvisedHuge(refused + kLarge / 2)) << VmFlagsOf(refused + kLarge / 2);
   // Contents are untouched.
-  for (size_t i = 0; i < kLarge; i += 4096) ASSERT_EQ(static_cast<const char*>(large)[i], 7);
+  for (size_t i = 0; i < kLarge; i += 4096) ASSERT_EQ(large[i], 7);
 
-  munmap(large, kLarge);
-  munmap(small, kSmall);
+  for (char* mapping : {large, refused}) munmap(mapping - 4096, kLarge + 8192);
+  munmap(small - 4096, kSmall + 8192);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "absl/strings/str_cat.h"
+#include "core/prefetch.h"
 #include "core/vector_math.h"
 
 namespace offerd {
@@ -209,11 +210,7 @@ void UpliftEvaluator::PrefetchOffer(int32_t offer_index) const {
     width = static_cast<size_t>(model.sections.offer.width());
     row = model.offer_features.data();
   }
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(row + static_cast<size_t>(offer_index) * width);
-  const uintptr_t end = begin + width * sizeof(float);
-  for (uintptr_t line = begin & ~uintptr_t{63}; line < end; line += 64) {
-    __builtin_prefetch(reinterpret_cast<const void*>(line));
-  }
+  PrefetchBytes(row + static_cast<size_t>(offer_index) * width, width * sizeof(float));
 }
 
 double UpliftEvaluator::P1ForEncodedOffer(absl::Span<const float> offer, double retrieval_score) {

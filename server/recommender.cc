@@ -15,6 +15,7 @@
 #include "core/exploration.h"
 #include "core/model.h"
 #include "core/policy.h"
+#include "core/prefetch.h"
 #include "core/request_limits.h"
 #include "core/user_fatigue.h"
 #include "core/vector_math.h"
@@ -55,12 +56,7 @@ Scratch& ThreadScratch() {
 constexpr size_t kOfferRowsAhead = 8;
 constexpr size_t kOfferListsAhead = 4;
 
-void PrefetchOfferRow(const Offer& offer) {
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(&offer);
-  for (uintptr_t line = begin & ~uintptr_t{63}; line < begin + sizeof(Offer); line += 64) {
-    __builtin_prefetch(reinterpret_cast<const void*>(line));
-  }
-}
+void PrefetchOfferRow(const Offer& offer) { PrefetchBytes(&offer, sizeof(Offer)); }
 
 void PrefetchOfferLists(const Offer& offer) {
   for (const std::vector<std::string>* list : {&offer.channels, &offer.countries, &offer.audiences}) {

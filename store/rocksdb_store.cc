@@ -607,9 +607,9 @@ absl::StatusOr<RocksDbStore::SstIngestStats> RocksDbStore::IngestSst(
 }
 
 OfferRuntime RocksDbStore::GetOfferRuntime(absl::string_view offer_id) const {
-  std::shared_lock<std::shared_mutex> lock(offers_mu_);
-  auto it = offer_runtime_.find(offer_id);
-  return it == offer_runtime_.end() ? OfferRuntime() : it->second;
+  OfferRuntime runtime;
+  GetOfferRuntimes(absl::MakeConstSpan(&offer_id, 1), absl::MakeSpan(&runtime, 1));
+  return runtime;
 }
 
 void RocksDbStore::GetOfferRuntimes(absl::Span<const absl::string_view> offer_ids,

@@ -18,6 +18,7 @@
 #include "server/clock.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "server/services.h"
 #include "store/file_util.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -66,8 +67,14 @@ ABSL_FLAG(std::string, pin_file, "",
           "Unpin); empty = <snapshot_root>/PINNED. Point it at writable per-replica storage "
           "when --snapshot_root is mounted read-only.");
 ABSL_FLAG(int32_t, worker_threads, 0,
-          "Threads that run OfferService calls (0 = one per core). gRPC's own threads only "
-          "admit calls and hand them over, so overload is visible to admission control.");
+          "Threads that run OfferService calls (0 = one per core). gRPC's own threads admit "
+          "calls and hand them over (a lone call may run inline: --max_inline_calls), so "
+          "overload is visible to admission control.");
+ABSL_FLAG(int32_t, max_inline_calls, -1,
+          "OfferService calls that may run at once on the gRPC thread that received them, "
+          "while no call waits for a worker: saves a thread hand-off per call at light load. "
+          "-1 = one fewer than gRPC's callback threads (half the cores, at least 2); 0 = hand "
+          "every call to a worker. Must leave one gRPC thread free to admit calls.");
 ABSL_FLAG(double, max_queue_wait_ms, 50.0,
           "An admitted OfferService call that waited longer than this for a worker is shed "
           "with RESOURCE_EXHAUSTED: under overload, admitted calls keep a bounded latency.");
@@ -146,6 +153,13 @@ int main(int argc, char** argv) {
   options.worker_threads = absl::GetFlag(FLAGS_worker_threads);
   if (options.worker_threads < 0 || options.worker_threads > 256) {
     return Fail("--worker_threads must be in [0, 256] (0 = one per core)");
+  }
+  options.max_inline_calls = absl::GetFlag(FLAGS_max_inline_calls);
+  if (const int limit = offerd::OfferServiceImpl::GrpcCallbackThreads() - 1;
+      options.max_inline_calls < -1 || options.max_inline_calls > limit) {
+    return Fail(absl::StrCat("--max_inline_calls must be in [-1, ", limit,
+                             "] on this machine (gRPC runs handlers on ", limit + 1,
+                             " threads and one must stay free to admit calls)"));
   }
   const double max_queue_wait_ms = absl::GetFlag(FLAGS_max_queue_wait_ms);
   if (!(max_queue_wait_ms > 0) || max_queue_wait_ms > 60000) {

@@ -165,6 +165,9 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   service_options.max_in_flight = options.max_in_flight;
   service_options.pool = server->workers_.get();
   service_options.max_queue_wait = options.max_queue_wait;
+  service_options.max_inline = options.max_inline_calls >= 0
+                                   ? options.max_inline_calls
+                                   : OfferServiceImpl::GrpcCallbackThreads() - 1;
   server->offer_service_ = std::make_unique<OfferServiceImpl>(
       server->recommender_.get(), server->events_.get(), server->metrics_.get(), service_options);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(

@@ -50,10 +50,15 @@ class OfferdServer {
     std::string log_dir;             // decision and event logs; "" = not written
     std::string admin_token;         // required on admin calls when non-empty
     int max_in_flight = 256;         // OfferService calls beyond this are shed
-    // Threads running OfferService calls (0 = one per core); gRPC's own threads only admit.
+    // Threads running OfferService calls (0 = one per core); gRPC's own threads admit them
+    // (and run a lone call inline, see max_inline_calls).
     int worker_threads = 0;
     // An admitted call that waited longer than this for a worker is shed.
     absl::Duration max_queue_wait = absl::Milliseconds(50);
+    // Calls that may run inline on gRPC's thread at once while no call waits for a worker
+    // (OfferServiceImpl's fast path); -1 = OfferServiceImpl::GrpcCallbackThreads() - 1,
+    // 0 = every call is handed to a worker.
+    int max_inline_calls = -1;
     absl::Duration degrade_below = absl::Milliseconds(2);  // see Recommender::Options
     // TLS on the public port: PEM certificate chain and key (both or neither); with a client
     // CA, clients must present a certificate it signed (mTLS).

@@ -73,10 +73,17 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
   shed_queue_timeout_ = &shed.WithLabels({"queue_timeout"});
   queue_wait_ = &registry
                      ->AddHistogram(MetricInfo("offerd_queue_wait_seconds",
-                                               "Time an admitted OfferService call waited for a "
-                                               "worker thread."),
+                                               "Time an admitted OfferService call handed to the "
+                                               "worker pool waited for a worker thread."),
                                     LatencyBucketsSeconds())
                      .Get();
+  CounterFamily& dispatched = registry->AddCounter(
+      MetricInfo("offerd_dispatched_total",
+                 "Admitted OfferService calls by where they ran: 'inline' on the gRPC thread that "
+                 "received them (nothing was queued), 'worker' on the worker pool.",
+                 {"path"}));
+  dispatched_inline_ = &dispatched.WithLabels({"inline"});
+  dispatched_worker_ = &dispatched.WithLabels({"worker"});
   CounterFamily& events = registry->AddCounter(MetricInfo(
       "offerd_events_total", "ReportEvents events by type and outcome.", {"type", "outcome"}));
   for (int kind = 1; kind <= 5; ++kind) {

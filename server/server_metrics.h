@@ -38,8 +38,11 @@ class ServerMetrics {
   Counter& shed_overload() { return *shed_overload_; }
   Counter& shed_deadline() { return *shed_deadline_; }
   Counter& shed_queue_timeout() { return *shed_queue_timeout_; }
-  // Time an admitted OfferService call waited for a worker thread.
+  // Time an admitted OfferService call handed to the worker pool waited for a worker thread.
   Histogram& queue_wait() { return *queue_wait_; }
+  // Admitted OfferService calls by where they ran: inline on gRPC's thread, or on a worker.
+  Counter& dispatched_inline() { return *dispatched_inline_; }
+  Counter& dispatched_worker() { return *dispatched_worker_; }
   // Events by type (EventKind 1..5) and outcome.
   Counter& event(int kind, int outcome) { return *events_[kind][outcome]; }
   static constexpr int kAccepted = 0, kDuplicate = 1, kRejected = 2;
@@ -68,6 +71,8 @@ class ServerMetrics {
   Counter* shed_deadline_ = nullptr;
   Counter* shed_queue_timeout_ = nullptr;
   Histogram* queue_wait_ = nullptr;
+  Counter* dispatched_inline_ = nullptr;
+  Counter* dispatched_worker_ = nullptr;
   std::array<std::array<Counter*, 3>, 6> events_{};
   Counter* candidates_retrieved_ = nullptr;
   Counter* offers_served_ = nullptr;

@@ -54,6 +54,7 @@ EXPECTED_METRICS = {
     "offerd_rocksdb_block_cache_hit_ratio": "gauge",
     "offerd_rocksdb_get_duration_seconds": "histogram",
     "offerd_queue_wait_seconds": "histogram",
+    "offerd_dispatched_total": "counter",
     "offerd_log_queue_depth": "gauge",
     "offerd_log_dropped_total": "counter",
     "process_resident_memory_bytes": "gauge",

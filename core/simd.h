@@ -9,12 +9,13 @@ namespace simd {
 // The float32 kernels of the request hot path (candidate scoring, retrieval scans), chosen once
 // per process from what the CPU offers. Debian's FAISS and our default flags target generic
 // x86-64 (SSE2); on a CPU with AVX2 and FMA the AVX2 kernels run 8 lanes with fused
-// multiply-adds, selected at run time so one binary serves every machine.
+// multiply-adds, and with AVX-512 16 lanes, selected at run time so one binary serves every
+// machine.
 //
 // The implementations may round differently (FMA versus multiply-then-add, lane order in a
 // dot product), within a few float32 ulps of the sum of |terms|; each is deterministic.
 struct Kernels {
-  const char* name;  // "avx2" or "generic"
+  const char* name;  // "avx512", "avx2" or "generic"
 
   // y[r] = bias[r] + sum over c in [0, in) with x[c] != 0 of x[c] * columns[c * out + r],
   // for r in [0, out), accumulated in float32 in column order. `columns` is a dense layer's
@@ -35,7 +36,12 @@ struct Kernels {
 
 // The portable kernels (any x86-64 or other CPU).
 const Kernels& Generic();
-// The AVX2+FMA kernels when this CPU has them, else Generic(). Decided on first use.
+// The AVX2+FMA kernels, or nullptr when this CPU lacks them.
+const Kernels* Avx2();
+// The AVX-512 kernels (AVX-512F with AVX2+FMA), or nullptr when this CPU lacks them.
+const Kernels* Avx512();
+// The widest kernels this CPU runs: Avx512(), else Avx2(), else Generic(). Decided on first
+// use; the environment variable OFFERD_SIMD=avx2 or =generic caps the choice.
 const Kernels& Best();
 
 }  // namespace simd

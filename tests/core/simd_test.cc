@@ -12,9 +12,11 @@ namespace offerd {
 namespace simd {
 namespace {
 
+// Every kernel set this CPU runs (each is tested, not just the one Best() picks).
 std::vector<const Kernels*> AllKernels() {
   std::vector<const Kernels*> all = {&Generic()};
-  if (&Best() != &Generic()) all.push_back(&Best());
+  if (Avx2() != nullptr) all.push_back(Avx2());
+  if (Avx512() != nullptr) all.push_back(Avx512());
   return all;
 }
 
@@ -26,19 +28,43 @@ std::vector<float> Random(std::mt19937* rng, size_t n, float zero_fraction = 0.0
   return out;
 }
 
-TEST(SimdTest, BestIsNamedAndGenericIsPortable) {
+TEST(SimdTest, BestIsTheWidestTheCpuRunsAndGenericIsPortable) {
   EXPECT_STREQ(Generic().name, "generic");
   const std::string best = Best().name;
-  EXPECT_TRUE(best == "generic" || best == "avx2") << best;
+  EXPECT_TRUE(best == "generic" || best == "avx2" || best == "avx512") << best;
 #if defined(__x86_64__)
-  // This project's machines (and CI) have AVX2 + FMA; the fast kernels must be the ones in use.
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    const char* forced = std::getenv("OFFERD_SIMD");
-    if (forced == nullptr || std::string(forced) != "generic") {
-      EXPECT_EQ(best, "avx2");
-    }
+  // This project's machines (and CI) have AVX2 + FMA, and AVX-512 on the current ones; the
+  // widest kernels must be the ones in use unless OFFERD_SIMD caps them.
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  EXPECT_EQ(Avx2() != nullptr, avx2);
+  EXPECT_EQ(Avx512() != nullptr, avx512);
+  const char* forced = std::getenv("OFFERD_SIMD");
+  if (forced == nullptr) {
+    EXPECT_EQ(best, avx512 ? "avx512" : avx2 ? "avx2" : "generic");
   }
 #endif
+}
+
+// The AVX-512 layer sums each output in exactly the AVX2 kernel's order (bias, then the
+// non-zero inputs in order, one fused multiply-add each): the two agree bit for bit, so the
+// serving path's results do not depend on which of them the CPU picks.
+TEST(SimdTest, DenseColumnsAvx512EqualsAvx2BitForBit) {
+  if (Avx2() == nullptr || Avx512() == nullptr) {
+    GTEST_SKIP() << "this CPU lacks AVX-512";  // only reachable off the project's machines
+  }
+  std::mt19937 rng(7);
+  for (int in : {0, 1, 7, 56, 102, 513, 1100}) {
+    for (int out : {1, 2, 8, 15, 16, 17, 31, 56, 98, 102, 128, 129, 200, 257}) {
+      const std::vector<float> columns = Random(&rng, static_cast<size_t>(in) * out);
+      const std::vector<float> bias = Random(&rng, out);
+      const std::vector<float> x = Random(&rng, in, 0.4f);
+      std::vector<float> a(out + 1, -3.0f), b(out + 1, -3.0f);
+      Avx2()->dense_columns(columns.data(), bias.data(), x.data(), in, out, a.data());
+      Avx512()->dense_columns(columns.data(), bias.data(), x.data(), in, out, b.data());
+      ASSERT_EQ(a, b) << "in=" << in << " out=" << out;
+    }
+  }
 }
 
 // Every output, every width: against a double-precision reference, within a few float ulps of

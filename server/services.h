@@ -36,7 +36,9 @@ namespace offerd {
 // per call; under load every call goes to the pool as before. Keep `max_inline` below gRPC's
 // own callback threads (GrpcCallbackThreads() - 1) so one of them is always free to admit
 // calls and hand them to the pool: then overload still reaches admission control and the
-// bounded queue.
+// bounded queue. (Measured with all of them allowed: above capacity, calls piled up inside
+// gRPC while the few it delivered ran inline, and 99% ended DEADLINE_EXCEEDED at their 1 s
+// deadline instead of being refused at once.)
 class OfferServiceImpl final : public v1::OfferService::CallbackService {
  public:
   struct Options {

@@ -101,6 +101,9 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   RocksDbStore::Options store_options;
   store_options.path = options.db_path;
   store_options.sst_ingest_directory = options.ingest_sst_dir;
+  // Fatigue state expires by the clock that records it (an injected clock in tests and
+  // replays), not by the wall clock. The clock outlives the server, hence the store.
+  store_options.now_ms = [clock] { return clock->NowMs(); };
   absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(store_options);
   if (!store.ok()) return store.status();
   server->store_ = std::move(*store);

@@ -316,5 +316,32 @@ TEST_F(ServerTest, ReportEventsAcceptsValidAndExplainsRejected) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(ServerTest, FatigueExpiresByTheServersClockNotTheWallClock) {
+  // A year ahead of the wall clock: by the wall clock the impression below never expires.
+  constexpr int64_t kDayMs = 86'400'000;
+  const int64_t wall_ms = absl::ToUnixMillis(absl::Now());
+  clock_.SetMs(wall_ms + 365 * kDayMs);
+  StartServer();
+  v1::ReportEventsRequest request;
+  v1::Event* e = request.add_events();
+  e->set_user_id("u00001");
+  e->set_offer_id("o0001");
+  e->set_type(v1::IMPRESSION);
+  e->set_decision_id("d-expiry");
+  grpc::ClientContext context;
+  v1::ReportEventsResponse response;
+  ASSERT_TRUE(stub_->ReportEvents(&context, request, &response).ok());
+  ASSERT_EQ(response.accepted(), 1);
+  RocksDbStore* store = server_->store();
+  ASSERT_TRUE(store->Flush().ok());
+
+  ASSERT_TRUE(store->CompactFatigueForTesting().ok());
+  ASSERT_NE(store->GetUserFatigue("u00001")->Find("o0001"), nullptr) << "expired too early";
+
+  clock_.AdvanceMs(91 * kDayMs);  // past the 90-day retention, by the server's clock
+  ASSERT_TRUE(store->CompactFatigueForTesting().ok());
+  EXPECT_TRUE(store->GetUserFatigue("u00001")->empty());
+}
+
 }  // namespace
 }  // namespace offerd

@@ -25,18 +25,6 @@ double Dot(absl::Span<const float> a, absl::Span<const float> b) {
   return sum;
 }
 
-std::vector<float> MeanRows(absl::Span<const float> matrix, int64_t rows, int dim) {
-  if (rows <= 0 || dim <= 0) return {};
-  std::vector<double> acc(dim, 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = matrix.data() + r * dim;
-    for (int c = 0; c < dim; ++c) acc[c] += row[c];
-  }
-  std::vector<float> mean(dim);
-  for (int c = 0; c < dim; ++c) mean[c] = static_cast<float>(acc[c] / rows);
-  return mean;
-}
-
 bool AllFinite(absl::Span<const float> v) {
   for (float x : v) {
     if (!std::isfinite(x)) return false;

@@ -2,7 +2,6 @@
 #define OFFERD_CORE_VECTOR_MATH_H_
 
 #include <cstdint>
-#include <vector>
 
 #include "absl/types/span.h"
 
@@ -17,9 +16,6 @@ bool L2NormalizeInPlace(absl::Span<float> v);
 
 // Inner product of two equally long vectors.
 double Dot(absl::Span<const float> a, absl::Span<const float> b);
-
-// Column means of a row-major [rows, dim] matrix; empty when rows == 0.
-std::vector<float> MeanRows(absl::Span<const float> matrix, int64_t rows, int dim);
 
 // True when every value is finite (no NaN or Inf).
 bool AllFinite(absl::Span<const float> v);

@@ -25,13 +25,10 @@ TEST(VectorMathTest, NormalizeRefusesZeroAndNonFinite) {
   EXPECT_FALSE(L2NormalizeInPlace(absl::MakeSpan(inf)));
 }
 
-TEST(VectorMathTest, DotAndMeanRows) {
+TEST(VectorMathTest, Dot) {
   const std::vector<float> a = {1, 2, 3};
   const std::vector<float> b = {4, -5, 6};
   EXPECT_DOUBLE_EQ(Dot(a, b), 4 - 10 + 18);
-  const std::vector<float> m = {1, 2, 3, 5, 6, 7};  // 2 rows x 3
-  EXPECT_EQ(MeanRows(m, 2, 3), (std::vector<float>{3, 4, 5}));
-  EXPECT_TRUE(MeanRows(m, 0, 3).empty());
 }
 
 TEST(VectorMathTest, AllFiniteDetectsNaN) {

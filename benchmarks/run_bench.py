@@ -190,7 +190,7 @@ def summarize_repeats(steps: list[dict], rate: float) -> dict:
 
 
 def _range(values: list[float]) -> str:
-    return f"{min(values):.2f}–{max(values):.2f}"
+    return f"{min(values):.2f}–{max(values):.2f}" if values else "-"
 
 
 def step_of(sweep: dict, rpc: str, rate: Any) -> dict | None:
@@ -320,7 +320,7 @@ def markdown(report: dict, pngs: list[str]) -> str:
         lines += ["## Target steps, repeated", "",
                   "Each target's rate again, Health and Recommend interleaved; the targets use the medians.", "",
                   "| offers | offered/s | runs | Recommend p99 median (range) ms | floor p99 median (range) ms | "
-                  "median p99 / floor p99 | errors |", "|" + "---|" * 7]
+                  "median of per-run p99 / floor p99 | errors |", "|" + "---|" * 7]
         for size, entry in repeated:
             rep = entry["repeats"]
             lines.append(f"| {int(size):,} | {rep['rate']} | {rep['runs']} | {fmt(rep['recommend_p99_median'])} "

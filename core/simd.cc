@@ -433,7 +433,8 @@ const Kernels kAvx512{"avx512", &DenseColumnsAvx512, &InnerProductsAvx512, &Indi
 
 const Kernels& Choose() {
 #ifdef OFFERD_HAVE_AVX2_KERNELS
-  // OFFERD_SIMD=generic or =avx2 caps the kernels (benchmarks compare them in one run).
+  // OFFERD_SIMD=generic or =avx2 caps the kernels (comparisons; CPUs that slow down under
+  // 512-bit work). Other values are ignored.
   const char* forced = std::getenv("OFFERD_SIMD");
   const bool generic = forced != nullptr && std::strcmp(forced, "generic") == 0;
   const bool avx2 = forced != nullptr && std::strcmp(forced, "avx2") == 0;

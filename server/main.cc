@@ -70,11 +70,11 @@ ABSL_FLAG(int32_t, worker_threads, 0,
           "Threads that run OfferService calls (0 = one per core). gRPC's own threads admit "
           "calls and hand them over (a lone call may run inline: --max_inline_calls), so "
           "overload is visible to admission control.");
-ABSL_FLAG(int32_t, max_inline_calls, -1,
-          "OfferService calls that may run at once on the gRPC thread that received them, "
-          "while no call waits for a worker: saves a thread hand-off per call at light load. "
-          "-1 = one fewer than gRPC's callback threads (half the cores, at least 2); 0 = hand "
-          "every call to a worker. Must leave one gRPC thread free to admit calls.");
+ABSL_FLAG(int32_t, max_inline_calls, 1,
+          "A call runs on the gRPC thread that received it, saving a hand-off to a worker, "
+          "while at most this many OfferService calls are admitted (it included), none waits "
+          "for a worker and one gRPC thread stays free to admit calls. 0 = hand every call to "
+          "a worker; at most gRPC's callback threads - 1 (half the cores, clamped to [2, 16]).");
 ABSL_FLAG(double, max_queue_wait_ms, 50.0,
           "An admitted OfferService call that waited longer than this for a worker is shed "
           "with RESOURCE_EXHAUSTED: under overload, admitted calls keep a bounded latency.");
@@ -155,9 +155,9 @@ int main(int argc, char** argv) {
     return Fail("--worker_threads must be in [0, 256] (0 = one per core)");
   }
   options.max_inline_calls = absl::GetFlag(FLAGS_max_inline_calls);
-  if (const int limit = offerd::OfferServiceImpl::GrpcCallbackThreads() - 1;
-      options.max_inline_calls < -1 || options.max_inline_calls > limit) {
-    return Fail(absl::StrCat("--max_inline_calls must be in [-1, ", limit,
+  if (const int limit = offerd::GrpcCallbackThreads() - 1;
+      options.max_inline_calls < 0 || options.max_inline_calls > limit) {
+    return Fail(absl::StrCat("--max_inline_calls must be in [0, ", limit,
                              "] on this machine (gRPC runs handlers on ", limit + 1,
                              " threads and one must stay free to admit calls)"));
   }

@@ -168,13 +168,14 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   service_options.max_in_flight = options.max_in_flight;
   service_options.pool = server->workers_.get();
   service_options.max_queue_wait = options.max_queue_wait;
-  service_options.max_inline = options.max_inline_calls >= 0
-                                   ? options.max_inline_calls
-                                   : OfferServiceImpl::GrpcCallbackThreads() - 1;
+  service_options.max_inline = options.max_inline_calls;
+  server->grpc_threads_ = std::make_unique<GrpcThreadUse>(GrpcCallbackThreads() - 1);
+  service_options.grpc_threads = server->grpc_threads_.get();
   server->offer_service_ = std::make_unique<OfferServiceImpl>(
       server->recommender_.get(), server->events_.get(), server->metrics_.get(), service_options);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token);
+      server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token,
+      server->grpc_threads_.get());
   server->metrics_->WatchState(server->snapshots_.get(), store_ptr, clock,
                                server->decision_log_.get(), server->event_log_.get());
   return server;

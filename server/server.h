@@ -19,6 +19,7 @@ namespace offerd {
 class AdminServiceImpl;
 class Clock;
 class EventApplier;
+class GrpcThreadUse;
 class HttpServer;
 class JsonlLogWriter;
 class MetricsRegistry;
@@ -55,10 +56,10 @@ class OfferdServer {
     int worker_threads = 0;
     // An admitted call that waited longer than this for a worker is shed.
     absl::Duration max_queue_wait = absl::Milliseconds(50);
-    // Calls that may run inline on gRPC's thread at once while no call waits for a worker
-    // (OfferServiceImpl's fast path); -1 = OfferServiceImpl::GrpcCallbackThreads() - 1,
-    // 0 = every call is handed to a worker.
-    int max_inline_calls = -1;
+    // OfferServiceImpl's inline fast path: a call runs on gRPC's thread while at most this
+    // many are admitted, none waits for a worker and a gRPC thread stays free; 0 = every call
+    // is handed to a worker. At most GrpcCallbackThreads() - 1.
+    int max_inline_calls = 1;
     absl::Duration degrade_below = absl::Milliseconds(2);  // see Recommender::Options
     // TLS on the public port: PEM certificate chain and key (both or neither); with a client
     // CA, clients must present a certificate it signed (mTLS).
@@ -107,6 +108,7 @@ class OfferdServer {
   std::unique_ptr<Recommender> recommender_;
   std::unique_ptr<EventApplier> events_;
   std::unique_ptr<WorkerPool> workers_;  // outlives the gRPC server's shutdown
+  std::unique_ptr<GrpcThreadUse> grpc_threads_;  // shared by the two services
   std::unique_ptr<OfferServiceImpl> offer_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -80,7 +80,8 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
   CounterFamily& dispatched = registry->AddCounter(
       MetricInfo("offerd_dispatched_total",
                  "Admitted OfferService calls by where they ran: 'inline' on the gRPC thread that "
-                 "received them (nothing was queued), 'worker' on the worker pool.",
+                 "received them (a lightly loaded server, see --max_inline_calls), 'worker' on "
+                 "the worker pool.",
                  {"path"}));
   dispatched_inline_ = &dispatched.WithLabels({"inline"});
   dispatched_worker_ = &dispatched.WithLabels({"worker"});

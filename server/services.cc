@@ -64,7 +64,7 @@ void OfferServiceImpl::Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor,
   reactor->Finish(ToGrpcStatus(status));
 }
 
-int OfferServiceImpl::GrpcCallbackThreads() {
+int GrpcCallbackThreads() {
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   return std::clamp(cores / 2, 2, 16);
 }
@@ -77,15 +77,17 @@ void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
     Finish(rpc, reactor, work(), start, true);
     return;
   }
-  // The fast path, for a lightly loaded server: at most max_inline_ calls are admitted, this
-  // one included, and none waits for a worker. Admitted calls stay counted until they finish,
-  // so no more than max_inline_ ever run inline at once. Under load calls are handed over:
-  // gRPC's threads then stay free for the network (measured: inline work at full load cost
-  // 10% of the throughput).
+  // The fast path (see the class comment): a lightly loaded server and a gRPC thread to spare.
+  // Admitted calls stay counted until they finish, so no more than max_inline_ ever run
+  // inline at once. (Running calls inline whenever nothing was queued, however many were
+  // admitted, cost 10% of the throughput at full load.)
   if (in_flight_.load(std::memory_order_acquire) <= max_inline_ &&
-      queued_.load(std::memory_order_acquire) == 0) {
+      queued_.load(std::memory_order_acquire) == 0 &&
+      (grpc_threads_ == nullptr || grpc_threads_->TryAcquire())) {
     if (metrics_ != nullptr) metrics_->dispatched_inline().Increment();
-    Finish(rpc, reactor, work(), start, true);
+    const absl::Status status = work();
+    if (grpc_threads_ != nullptr) grpc_threads_->Release();
+    Finish(rpc, reactor, status, start, true);
     return;
   }
   if (metrics_ != nullptr) metrics_->dispatched_worker().Increment();
@@ -178,6 +180,7 @@ grpc::Status AdminServiceImpl::Authorize(const grpc::CallbackServerContext* cont
 grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerContext* context,
                                                          const v1::LoadSnapshotRequest* request,
                                                          v1::LoadSnapshotResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::StatusOr<SnapshotManager::BundleInfo> info =
@@ -195,6 +198,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext* context,
                                                      const v1::RollbackRequest* /*request*/,
                                                      v1::RollbackResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   const SnapshotManager::StatusSnapshot before = snapshots_->Status();
@@ -210,6 +214,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminServiceImpl::Promote(grpc::CallbackServerContext* context,
                                                     const v1::PromoteRequest* /*request*/,
                                                     v1::PromoteResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Promote();
@@ -221,6 +226,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Promote(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* context,
                                                   const v1::UnpinRequest* /*request*/,
                                                   v1::UnpinResponse* /*response*/) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   reactor->Finish(ToGrpcStatus(snapshots_->Unpin()));
@@ -230,6 +236,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
     grpc::CallbackServerContext* context, const v1::SetOfferOverrideRequest* request,
     v1::SetOfferOverrideResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::Status status = CheckLength("offer_id", request->offer_id(), 1, kMaxOfferIdBytes);
@@ -259,6 +266,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
 grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerContext* context,
                                                        const v1::ForgetUserRequest* request,
                                                        v1::ForgetUserResponse* /*response*/) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
@@ -271,6 +279,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
                                                        const v1::CheckpointRequest* request,
                                                        v1::CheckpointResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   const auto start = std::chrono::steady_clock::now();
@@ -289,6 +298,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::GetUserState(
     grpc::CallbackServerContext* context, const v1::GetUserStateRequest* request,
     v1::GetUserStateResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
@@ -352,6 +362,7 @@ absl::Status CheckSchemaAgainstBundles(const SnapshotManager::StatusSnapshot& st
 grpc::ServerUnaryReactor* AdminServiceImpl::IngestFeatures(grpc::CallbackServerContext* context,
                                                            const v1::IngestFeaturesRequest* request,
                                                            v1::IngestFeaturesResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   absl::Status status =
@@ -397,6 +408,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::IngestFeatures(grpc::CallbackServerC
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
                                                       const v1::GetStatusRequest* /*request*/,
                                                       v1::GetStatusResponse* response) {
+  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   OFFERD_AUTHORIZE(reactor, context);
   const SnapshotManager::StatusSnapshot status = snapshots_->Status();

@@ -19,6 +19,52 @@
 
 namespace offerd {
 
+// Threads gRPC 1.51 runs callback-API handlers on, shared by every server in the process (its
+// "nexting" threads: half the cores, clamped to [2, 16]).
+int GrpcCallbackThreads();
+
+// How many of gRPC's callback threads offerd's own work holds: OfferService calls running
+// inline and admin calls (which run on the thread that received them; a bundle load holds one
+// for seconds). One thread must always stay free to admit OfferService calls and hand them to
+// the worker pool, so inline work may only take a thread while fewer than `limit` are held.
+// Thread-safe.
+class GrpcThreadUse {
+ public:
+  // `limit`: threads offerd's work may hold while still taking one for an inline call
+  // (GrpcCallbackThreads() - 1 in the server).
+  explicit GrpcThreadUse(int limit) : limit_(limit) {}
+
+  // Takes a thread for an inline call if fewer than `limit` are held; false otherwise.
+  bool TryAcquire() {
+    if (held_.fetch_add(1, std::memory_order_acq_rel) < limit_) return true;
+    held_.fetch_sub(1, std::memory_order_acq_rel);
+    return false;
+  }
+  void Release() { held_.fetch_sub(1, std::memory_order_acq_rel); }
+  int held() const { return held_.load(std::memory_order_acquire); }
+
+  // Holds a thread for an admin call's duration (never refused: the call already runs on it).
+  // A null `use` holds nothing.
+  class Scoped {
+   public:
+    explicit Scoped(GrpcThreadUse* use) : use_(use) {
+      if (use_ != nullptr) use_->held_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~Scoped() {
+      if (use_ != nullptr) use_->Release();
+    }
+    Scoped(const Scoped&) = delete;
+    Scoped& operator=(const Scoped&) = delete;
+
+   private:
+    GrpcThreadUse* const use_;
+  };
+
+ private:
+  const int limit_;
+  std::atomic<int> held_{0};
+};
+
 // gRPC callback-API implementation of offerd.v1.OfferService. Handlers never block on a
 // bundle load.
 //
@@ -30,15 +76,15 @@ namespace offerd {
 // served by a retry elsewhere than by an answer that is already late), as is one whose
 // deadline passed while it waited. Without a pool, calls run inline on gRPC's thread.
 //
-// Inline fast path (`max_inline` > 0): while at most `max_inline` calls are admitted and none
-// waits in the pool's queue, a call runs on the gRPC thread that received it instead of being
-// handed over. On a lightly loaded server that saves a thread wake-up and a cache migration
-// per call; under load every call goes to the pool as before. Keep `max_inline` below gRPC's
-// own callback threads (GrpcCallbackThreads() - 1) so one of them is always free to admit
-// calls and hand them to the pool: then overload still reaches admission control and the
-// bounded queue. (Measured with all of them allowed: above capacity, calls piled up inside
-// gRPC while the few it delivered ran inline, and 99% ended DEADLINE_EXCEEDED at their 1 s
-// deadline instead of being refused at once.)
+// Inline fast path (`max_inline` > 0): while at most `max_inline` calls are admitted (this one
+// included) and none waits in the pool's queue, a call runs on the gRPC thread that received it
+// instead of being handed over, saving a thread wake-up and a cache migration per call on a
+// lightly loaded server; under load calls go to the pool as above. It also needs a thread from
+// `grpc_threads` (when given): one of gRPC's threads always stays free to admit calls and hand
+// them to the pool, even while admin calls hold others, so overload still reaches admission
+// control and the bounded queue. (Measured with both of a 2-core machine's threads allowed to
+// compute: above capacity, calls piled up inside gRPC while the few it delivered ran inline,
+// and 99% ended DEADLINE_EXCEEDED at their 1 s deadline instead of being refused at once.)
 class OfferServiceImpl final : public v1::OfferService::CallbackService {
  public:
   struct Options {
@@ -46,17 +92,14 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
     WorkerPool* pool = nullptr;  // not owned; must outlive the gRPC server's shutdown
     absl::Duration max_queue_wait = absl::Milliseconds(50);
     int max_inline = 0;  // 0: every call goes to the pool
+    GrpcThreadUse* grpc_threads = nullptr;  // not owned; null: not accounted
   };
   OfferServiceImpl(const Recommender* recommender, EventApplier* events, ServerMetrics* metrics,
                    Options options)
       : recommender_(recommender), events_(events), metrics_(metrics),
         max_in_flight_(options.max_in_flight), pool_(options.pool),
         max_queue_wait_(absl::ToChronoNanoseconds(options.max_queue_wait)),
-        max_inline_(options.max_inline) {}
-
-  // Threads gRPC 1.51 runs callback-API handlers on (its "nexting" threads: half the cores,
-  // clamped to [2, 16]); the default for max_inline is one fewer.
-  static int GrpcCallbackThreads();
+        max_inline_(options.max_inline), grpc_threads_(options.grpc_threads) {}
 
   grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
                                       const v1::RecommendRequest* request,
@@ -66,7 +109,7 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
                                          v1::ReportEventsResponse* response) override;
 
  private:
-  // Admission: true when the call may run (then Release() must follow).
+  // Admission: true when the call may run (then Finish(..., admitted=true) must follow).
   bool Admit(grpc::CallbackServerContext* context, Rpc rpc, grpc::ServerUnaryReactor* reactor,
              std::chrono::steady_clock::time_point start);
   void Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor, const absl::Status& status,
@@ -83,6 +126,7 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
   WorkerPool* const pool_;
   const std::chrono::nanoseconds max_queue_wait_;
   const int max_inline_;
+  GrpcThreadUse* const grpc_threads_;
   std::atomic<int> in_flight_{0};
   std::atomic<int> queued_{0};  // handed to the pool, not yet started
 };
@@ -93,10 +137,12 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   // `admin_token`: when non-empty, every call must carry "authorization: Bearer <token>".
+  // `grpc_threads` (optional, not owned): every admin call holds one for its duration.
   AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
-                   int64_t started_at_ms, std::string admin_token)
+                   int64_t started_at_ms, std::string admin_token,
+                   GrpcThreadUse* grpc_threads = nullptr)
       : snapshots_(snapshots), store_(store), clock_(clock), started_at_ms_(started_at_ms),
-        admin_token_(std::move(admin_token)) {}
+        admin_token_(std::move(admin_token)), grpc_threads_(grpc_threads) {}
 
   grpc::ServerUnaryReactor* LoadSnapshot(grpc::CallbackServerContext* context,
                                          const v1::LoadSnapshotRequest* request,
@@ -138,6 +184,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   const Clock* const clock_;
   const int64_t started_at_ms_;
   const std::string admin_token_;
+  GrpcThreadUse* const grpc_threads_;
 };
 
 }  // namespace offerd

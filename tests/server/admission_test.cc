@@ -89,12 +89,15 @@ TEST(WorkerPoolTest, InitRunsOnEveryWorkerThread) {
 // recommender is never reached: every call here is refused before it would run.
 class AdmissionTest : public ::testing::Test {
  protected:
-  void StartServer(int max_in_flight, absl::Duration max_queue_wait) {
+  void StartServer(int max_in_flight, absl::Duration max_queue_wait, int max_inline = 0,
+                   GrpcThreadUse* grpc_threads = nullptr) {
     pool_ = std::make_unique<WorkerPool>(1);
     OfferServiceImpl::Options options;
     options.max_in_flight = max_in_flight;
     options.pool = pool_.get();
     options.max_queue_wait = max_queue_wait;
+    options.max_inline = max_inline;
+    options.grpc_threads = grpc_threads;
     service_ = std::make_unique<OfferServiceImpl>(nullptr, nullptr, nullptr, options);
     grpc::ServerBuilder builder;
     int port = 0;
@@ -174,6 +177,45 @@ TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
   ASSERT_TRUE(WaitFor([&] { return first.done.load() && second.done.load(); }));
   EXPECT_EQ(first.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(GrpcThreadUseTest, InlineCallsTakeThreadsOnlyBelowTheLimitAndAdminCallsAlwaysHoldOne) {
+  GrpcThreadUse use(/*limit=*/2);
+  EXPECT_TRUE(use.TryAcquire());
+  {
+    const GrpcThreadUse::Scoped admin(&use);  // an admin call: never refused
+    EXPECT_EQ(use.held(), 2);
+    EXPECT_FALSE(use.TryAcquire()) << "the last free thread must stay free";
+    EXPECT_EQ(use.held(), 2);
+  }
+  EXPECT_EQ(use.held(), 1);
+  EXPECT_TRUE(use.TryAcquire());
+  EXPECT_FALSE(use.TryAcquire());
+  use.Release();
+  use.Release();
+  EXPECT_EQ(use.held(), 0);
+  const GrpcThreadUse::Scoped nothing(nullptr);  // no accounting: holds nothing
+  EXPECT_EQ(use.held(), 0);
+}
+
+// A lone call would run inline, but an admin call (a bundle load) holds the gRPC thread the
+// fast path may use: the call goes to the pool, so the last thread stays free to admit. (Run
+// inline, it would reach the test's null recommender.)
+TEST_F(AdmissionTest, WhileAnAdminCallHoldsAThreadALoneCallGoesToThePool) {
+  GrpcThreadUse threads(/*limit=*/1);
+  StartServer(/*max_in_flight=*/8, absl::Milliseconds(1), /*max_inline=*/1, &threads);
+  const GrpcThreadUse::Scoped loading(&threads);
+  BlockWorker();
+  AsyncCall call;
+  StartCall(stub_.get(), &call);
+  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  EXPECT_EQ(threads.held(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms limit
+  gate_.Open();
+  ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(call.status.error_message().find("for a worker"), std::string::npos)
+      << call.status.error_message();
 }
 
 TEST_F(AdmissionTest, CallThatWaitedTooLongForAWorkerIsShed) {

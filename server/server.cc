@@ -7,6 +7,8 @@
 #include <grpcpp/server_builder.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <chrono>
 #include <thread>
 
@@ -233,6 +235,13 @@ absl::Status OfferdServer::Start() {
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
   ready_ = true;
+  if (const char* simd_cap = std::getenv("OFFERD_SIMD");
+      simd_cap != nullptr && std::strcmp(simd_cap, "avx2") != 0 &&
+      std::strcmp(simd_cap, "generic") != 0) {
+    log::Warning("simd_override_ignored",
+                 {{"OFFERD_SIMD", simd_cap}, {"accepted", "avx2, generic"},
+                  {"simd", simd::Best().name}});
+  }
   log::Info("serving", {{"listen", options_.listen},
                         {"port", port_},
                         {"metrics_port", metrics_port()},

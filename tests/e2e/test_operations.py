@@ -154,3 +154,16 @@ def test_serving_line_names_the_simd_kernels(ops_server):
         want = "avx512" if "avx512f" in flags else "avx2"
     assert ops_server.serving["simd"] == want
 
+
+
+def test_an_unknown_simd_cap_is_reported_and_ignored(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("OFFERD_SIMD", "AVX2")  # the accepted values are lower case
+    proc = start_offerd(tmp_path, world["snapshot_root"], tmp_path / "db")
+    try:
+        lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+        ignored = [e for e in lines if e.get("event") == "simd_override_ignored"]
+        assert ignored and ignored[0]["OFFERD_SIMD"] == "AVX2", proc.log()
+        serving = next(e for e in lines if e.get("event") == "serving")
+        assert serving["simd"] == ignored[0]["simd"] != "generic"
+    finally:
+        assert proc.stop() == 0

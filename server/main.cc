@@ -18,7 +18,6 @@
 #include "server/clock.h"
 #include "server/log.h"
 #include "server/server.h"
-#include "server/services.h"
 #include "store/file_util.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -67,14 +66,13 @@ ABSL_FLAG(std::string, pin_file, "",
           "Unpin); empty = <snapshot_root>/PINNED. Point it at writable per-replica storage "
           "when --snapshot_root is mounted read-only.");
 ABSL_FLAG(int32_t, worker_threads, 0,
-          "Threads that run OfferService calls (0 = one per core). gRPC's own threads admit "
-          "calls and hand them over (a lone call may run inline: --max_inline_calls), so "
-          "overload is visible to admission control.");
+          "Threads that run OfferService calls (0 = one per core). One polling thread reads "
+          "every call, admits it and hands it over (a lone call may run inline: "
+          "--max_inline_calls), so overload is visible to admission control.");
 ABSL_FLAG(int32_t, max_inline_calls, 1,
-          "A call runs on the gRPC thread that received it, saving a hand-off to a worker, "
-          "while at most this many OfferService calls are admitted (it included), none waits "
-          "for a worker and one gRPC thread stays free to admit calls. 0 = hand every call to "
-          "a worker; at most gRPC's callback threads - 1 (half the cores, clamped to [2, 16]).");
+          "1 = an OfferService call alone in flight (none waiting for a worker) runs on the "
+          "polling thread that received it, saving a hand-off to a worker; 0 = hand every "
+          "call to a worker.");
 ABSL_FLAG(double, max_queue_wait_ms, 50.0,
           "An admitted OfferService call that waited longer than this for a worker is shed "
           "with RESOURCE_EXHAUSTED: under overload, admitted calls keep a bounded latency.");
@@ -155,11 +153,10 @@ int main(int argc, char** argv) {
     return Fail("--worker_threads must be in [0, 256] (0 = one per core)");
   }
   options.max_inline_calls = absl::GetFlag(FLAGS_max_inline_calls);
-  if (const int limit = offerd::GrpcCallbackThreads() - 1;
-      options.max_inline_calls < 0 || options.max_inline_calls > limit) {
-    return Fail(absl::StrCat("--max_inline_calls must be in [0, ", limit,
-                             "] on this machine (gRPC runs handlers on ", limit + 1,
-                             " threads and one must stay free to admit calls)"));
+  if (options.max_inline_calls < 0 || options.max_inline_calls > 1) {
+    return Fail(
+        "--max_inline_calls must be 0 or 1 (one thread receives every call; while it computes "
+        "one, it cannot admit others)");
   }
   const double max_queue_wait_ms = absl::GetFlag(FLAGS_max_queue_wait_ms);
   if (!(max_queue_wait_ms > 0) || max_queue_wait_ms > 60000) {

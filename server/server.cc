@@ -1,7 +1,6 @@
 #include "server/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
@@ -14,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/simd.h"
+#include "server/async_frontend.h"
 #include "server/clock.h"
 #include "server/event_applier.h"
 #include "server/log.h"
@@ -171,20 +171,28 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
   service_options.pool = server->workers_.get();
   service_options.max_queue_wait = options.max_queue_wait;
   service_options.max_inline = options.max_inline_calls;
-  server->grpc_threads_ = std::make_unique<GrpcThreadUse>(GrpcCallbackThreads() - 1);
-  service_options.grpc_threads = server->grpc_threads_.get();
   server->offer_service_ = std::make_unique<OfferServiceImpl>(
       server->recommender_.get(), server->events_.get(), server->metrics_.get(), service_options);
   server->admin_service_ = std::make_unique<AdminServiceImpl>(
-      server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token,
-      server->grpc_threads_.get());
+      server->snapshots_.get(), store_ptr, clock, clock->NowMs(), options.admin_token);
+  server->frontend_ = std::make_unique<AsyncFrontend>(server->offer_service_.get());
   server->metrics_->WatchState(server->snapshots_.get(), store_ptr, clock,
                                server->decision_log_.get(), server->event_log_.get());
   return server;
 }
 
+// Threads: the public port is served by AsyncFrontend's one polling thread (see
+// server/async_frontend.h for why one). gRPC's epoll engine has one poller at a time for the
+// whole process and hands that role to any other thread waiting in a polling queue, so no
+// other thread may wait in one: gRPC's default health service (callback API, two threads of
+// its own) is replaced by the front end's, and the synchronous services (reflection here,
+// AdminService on the admin server) run on "hybrid" servers, whose synchronous threads gRPC
+// gives non-polling queues when the server also has a polled async queue. The public server
+// has the front end's; the admin server gets one that is never polled (admin_idle_cq_), and
+// its connections are read by the front end's thread like every other socket. Measured at
+// 1,000 calls/s: 0.01 futex calls per call instead of 4-5, and half the server CPU per call.
 absl::Status OfferdServer::Start() {
-  grpc::EnableDefaultHealthCheckService(true);
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -199,21 +207,24 @@ absl::Status OfferdServer::Start() {
   }
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &port_);
-  builder.RegisterService(offer_service_.get());
+  frontend_->Register(&builder);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_receive_message_bytes);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on --listen=", options_.listen));
   }
+  frontend_->Start();
 
   grpc::ServerBuilder admin_builder;
   admin_builder.AddListeningPort(options_.admin_listen, grpc::InsecureServerCredentials(),
                                  &admin_port_);
   admin_builder.RegisterService(admin_service_.get());
+  admin_idle_cq_ = admin_builder.AddCompletionQueue();
   admin_server_ = admin_builder.BuildAndStart();
   if (admin_server_ == nullptr || admin_port_ == 0) {
     server_->Shutdown();
+    frontend_->Shutdown();
     return absl::UnavailableError(
         absl::StrCat("cannot listen on --admin_listen=", options_.admin_listen));
   }
@@ -229,11 +240,12 @@ absl::Status OfferdServer::Start() {
     if (!http.ok()) {
       server_->Shutdown();
       admin_server_->Shutdown();
+      frontend_->Shutdown();
       return http.status();
     }
     http_ = std::move(*http);
   }
-  server_->GetHealthCheckService()->SetServingStatus(true);
+  frontend_->SetServing(true);
   ready_ = true;
   if (const char* simd_cap = std::getenv("OFFERD_SIMD");
       simd_cap != nullptr && std::strcmp(simd_cap, "avx2") != 0 &&
@@ -257,15 +269,24 @@ void OfferdServer::Shutdown(absl::Duration drain) {
   if (shut_down_) return;
   shut_down_ = true;
   ready_ = false;
+  if (frontend_ != nullptr) frontend_->BeginShutdown();
   if (server_ != nullptr) {
-    server_->GetHealthCheckService()->SetServingStatus(false);
     server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
   }
   if (admin_server_ != nullptr) {
     admin_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(drain));
   }
-  // Every call has finished (gRPC's Shutdown waits for them), so the workers are idle.
+  if (admin_idle_cq_ != nullptr) {
+    admin_idle_cq_->Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (admin_idle_cq_->Next(&tag, &ok)) {
+    }
+  }
+  // Every call has finished (gRPC's Shutdown waits for them), so the workers are idle; the
+  // front end's queue stays open until they have stopped, since they send replies through it.
   if (workers_ != nullptr) workers_->Stop();
+  if (frontend_ != nullptr) frontend_->Shutdown();
   for (JsonlLogWriter* log : {decision_log_.get(), event_log_.get()}) {
     if (log == nullptr) continue;
     if (absl::Status s = log->Close(); !s.ok()) {

@@ -12,14 +12,15 @@
 
 namespace grpc {
 class Server;
-}
+class ServerCompletionQueue;
+}  // namespace grpc
 
 namespace offerd {
 
 class AdminServiceImpl;
+class AsyncFrontend;
 class Clock;
 class EventApplier;
-class GrpcThreadUse;
 class HttpServer;
 class JsonlLogWriter;
 class MetricsRegistry;
@@ -51,14 +52,13 @@ class OfferdServer {
     std::string log_dir;             // decision and event logs; "" = not written
     std::string admin_token;         // required on admin calls when non-empty
     int max_in_flight = 256;         // OfferService calls beyond this are shed
-    // Threads running OfferService calls (0 = one per core); gRPC's own threads admit them
-    // (and run a lone call inline, see max_inline_calls).
+    // Threads running OfferService calls (0 = one per core); the front end's polling thread
+    // admits them (and runs a lone call inline, see max_inline_calls).
     int worker_threads = 0;
     // An admitted call that waited longer than this for a worker is shed.
     absl::Duration max_queue_wait = absl::Milliseconds(50);
-    // OfferServiceImpl's inline fast path: a call runs on gRPC's thread while at most this
-    // many are admitted, none waits for a worker and a gRPC thread stays free; 0 = every call
-    // is handed to a worker. At most GrpcCallbackThreads() - 1.
+    // OfferServiceImpl's inline fast path: 1 = a call alone in flight runs on the front end's
+    // polling thread; 0 = every call is handed to a worker.
     int max_inline_calls = 1;
     absl::Duration degrade_below = absl::Milliseconds(2);  // see Recommender::Options
     // TLS on the public port: PEM certificate chain and key (both or neither); with a client
@@ -108,10 +108,13 @@ class OfferdServer {
   std::unique_ptr<Recommender> recommender_;
   std::unique_ptr<EventApplier> events_;
   std::unique_ptr<WorkerPool> workers_;  // outlives the gRPC server's shutdown
-  std::unique_ptr<GrpcThreadUse> grpc_threads_;  // shared by the two services
   std::unique_ptr<OfferServiceImpl> offer_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<AsyncFrontend> frontend_;  // outlives server_ (its queue is server_'s)
   std::unique_ptr<grpc::Server> server_;
+  // Never polled: it makes the admin server "hybrid", so that its synchronous threads wait
+  // without polling (see Start()). Outlives admin_server_.
+  std::unique_ptr<grpc::ServerCompletionQueue> admin_idle_cq_;
   std::unique_ptr<grpc::Server> admin_server_;
   std::unique_ptr<HttpServer> http_;
   std::atomic<bool> ready_{false};

@@ -79,9 +79,9 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
                      .Get();
   CounterFamily& dispatched = registry->AddCounter(
       MetricInfo("offerd_dispatched_total",
-                 "Admitted OfferService calls by where they ran: 'inline' on the gRPC thread that "
-                 "received them (a lightly loaded server, see --max_inline_calls), 'worker' on "
-                 "the worker pool.",
+                 "Admitted OfferService calls by where they ran: 'inline' on the polling thread "
+                 "that received them (a call alone in flight, see --max_inline_calls), 'worker' "
+                 "on the worker pool.",
                  {"path"}));
   dispatched_inline_ = &dispatched.WithLabels({"inline"});
   dispatched_worker_ = &dispatched.WithLabels({"worker"});

@@ -40,7 +40,7 @@ class ServerMetrics {
   Counter& shed_queue_timeout() { return *shed_queue_timeout_; }
   // Time an admitted OfferService call handed to the worker pool waited for a worker thread.
   Histogram& queue_wait() { return *queue_wait_; }
-  // Admitted OfferService calls by where they ran: inline on gRPC's thread, or on a worker.
+  // Admitted OfferService calls by where they ran: inline on the polling thread, or on a worker.
   Counter& dispatched_inline() { return *dispatched_inline_; }
   Counter& dispatched_worker() { return *dispatched_worker_; }
   // Events by type (EventKind 1..5) and outcome.

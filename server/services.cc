@@ -23,24 +23,22 @@ void FillBundleStatus(const SnapshotManager::BundleInfo& info, v1::BundleStatus*
 }
 
 // A request whose deadline has already passed is not worked on.
-bool DeadlinePassed(const grpc::CallbackServerContext* context) {
-  return context->deadline() < std::chrono::system_clock::now();
+bool DeadlinePassed(std::chrono::system_clock::time_point deadline) {
+  return deadline < std::chrono::system_clock::now();
 }
 
 }  // namespace
 
-bool OfferServiceImpl::Admit(grpc::CallbackServerContext* context, Rpc rpc,
-                             grpc::ServerUnaryReactor* reactor,
-                             std::chrono::steady_clock::time_point start) {
-  if (DeadlinePassed(context)) {
+bool OfferServiceImpl::Admit(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start) {
+  if (DeadlinePassed(call->deadline())) {
     if (metrics_ != nullptr) metrics_->shed_deadline().Increment();
-    Finish(rpc, reactor, absl::DeadlineExceededError("deadline already passed"), start, false);
+    Finish(rpc, call, absl::DeadlineExceededError("deadline already passed"), start, false);
     return false;
   }
   if (in_flight_.fetch_add(1, std::memory_order_relaxed) >= max_in_flight_) {
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
     if (metrics_ != nullptr) metrics_->shed_overload().Increment();
-    Finish(rpc, reactor,
+    Finish(rpc, call,
            absl::ResourceExhaustedError(absl::StrCat(
                "overloaded: more than ", max_in_flight_, " calls in flight; retry with backoff")),
            start, false);
@@ -50,8 +48,7 @@ bool OfferServiceImpl::Admit(grpc::CallbackServerContext* context, Rpc rpc,
   return true;
 }
 
-void OfferServiceImpl::Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor,
-                              const absl::Status& status,
+void OfferServiceImpl::Finish(Rpc rpc, Call* call, const absl::Status& status,
                               std::chrono::steady_clock::time_point start, bool admitted) {
   if (admitted) {
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
@@ -61,38 +58,31 @@ void OfferServiceImpl::Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor,
     metrics_->request_duration(rpc, static_cast<int>(status.code()))
         .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
-  reactor->Finish(ToGrpcStatus(status));
+  call->Reply(ToGrpcStatus(status));
 }
 
-int GrpcCallbackThreads() {
-  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  return std::clamp(cores / 2, 2, 16);
-}
-
-void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
-                                grpc::ServerUnaryReactor* reactor,
-                                std::chrono::steady_clock::time_point start,
+void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start,
                                 std::function<absl::Status()> work) {
   if (pool_ == nullptr) {
-    Finish(rpc, reactor, work(), start, true);
+    Finish(rpc, call, work(), start, true);
     return;
   }
-  // The fast path (see the class comment): a lightly loaded server and a gRPC thread to spare.
-  // Admitted calls stay counted until they finish, so no more than max_inline_ ever run
-  // inline at once. (Running calls inline whenever nothing was queued, however many were
-  // admitted, cost 10% of the throughput at full load.)
-  if (in_flight_.load(std::memory_order_acquire) <= max_inline_ &&
-      queued_.load(std::memory_order_acquire) == 0 &&
-      (grpc_threads_ == nullptr || grpc_threads_->TryAcquire())) {
+  // The fast path (see the class comment): a call alone in flight with nothing queued, still
+  // alone once the events waiting for this thread have been taken.
+  // Admitted calls stay counted until they finish. (Running calls inline whenever nothing was
+  // queued, however many were admitted, cost 10% of the throughput at full load.)
+  const auto alone = [this] {
+    return in_flight_.load(std::memory_order_acquire) <= max_inline_ &&
+           queued_.load(std::memory_order_acquire) == 0;
+  };
+  if (alone() && (call->BeforeInline(), alone())) {
     if (metrics_ != nullptr) metrics_->dispatched_inline().Increment();
-    const absl::Status status = work();
-    if (grpc_threads_ != nullptr) grpc_threads_->Release();
-    Finish(rpc, reactor, status, start, true);
+    Finish(rpc, call, work(), start, true);
     return;
   }
   if (metrics_ != nullptr) metrics_->dispatched_worker().Increment();
-  // The call's context, request and response stay valid until the reactor is finished.
-  auto task = [this, context, rpc, reactor, start, work = std::move(work)] {
+  // The call, its request and its response stay valid until it is replied to.
+  auto task = [this, call, rpc, start, work = std::move(work)] {
     queued_.fetch_sub(1, std::memory_order_relaxed);
     const auto waited = std::chrono::steady_clock::now() - start;
     if (metrics_ != nullptr) {
@@ -100,7 +90,7 @@ void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
     }
     if (waited > max_queue_wait_) {
       if (metrics_ != nullptr) metrics_->shed_queue_timeout().Increment();
-      Finish(rpc, reactor,
+      Finish(rpc, call,
              absl::ResourceExhaustedError(absl::StrCat(
                  "overloaded: waited ",
                  std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(),
@@ -110,50 +100,39 @@ void OfferServiceImpl::Dispatch(grpc::CallbackServerContext* context, Rpc rpc,
              start, true);
       return;
     }
-    if (DeadlinePassed(context)) {
+    if (DeadlinePassed(call->deadline())) {
       if (metrics_ != nullptr) metrics_->shed_deadline().Increment();
-      Finish(rpc, reactor, absl::DeadlineExceededError("deadline passed while queued"), start,
+      Finish(rpc, call, absl::DeadlineExceededError("deadline passed while queued"), start,
              true);
       return;
     }
-    if (context->IsCancelled()) {  // the caller gave up while the call was queued
-      Finish(rpc, reactor, absl::CancelledError("cancelled by the caller while queued"), start,
-             true);
-      return;
-    }
-    Finish(rpc, reactor, work(), start, true);
+    Finish(rpc, call, work(), start, true);
   };
   queued_.fetch_add(1, std::memory_order_relaxed);
   if (!pool_->Submit(std::move(task))) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
-    Finish(rpc, reactor, absl::UnavailableError("shutting down"), start, true);
+    Finish(rpc, call, absl::UnavailableError("shutting down"), start, true);
   }
 }
 
-grpc::ServerUnaryReactor* OfferServiceImpl::Recommend(grpc::CallbackServerContext* context,
-                                                      const v1::RecommendRequest* request,
-                                                      v1::RecommendResponse* response) {
+void OfferServiceImpl::Recommend(Call* call, const v1::RecommendRequest* request,
+                                 v1::RecommendResponse* response) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (!Admit(context, Rpc::kRecommend, reactor, start)) return reactor;
-  Dispatch(context, Rpc::kRecommend, reactor, start, [this, context, request, response] {
-    return recommender_->Recommend(*request, response, absl::FromChrono(context->deadline()));
+  if (!Admit(call, Rpc::kRecommend, start)) return;
+  Dispatch(call, Rpc::kRecommend, start, [this, call, request, response] {
+    return recommender_->Recommend(*request, response, absl::FromChrono(call->deadline()));
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* OfferServiceImpl::ReportEvents(grpc::CallbackServerContext* context,
-                                                         const v1::ReportEventsRequest* request,
-                                                         v1::ReportEventsResponse* response) {
+void OfferServiceImpl::ReportEvents(Call* call, const v1::ReportEventsRequest* request,
+                                    v1::ReportEventsResponse* response) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (!Admit(context, Rpc::kReportEvents, reactor, start)) return reactor;
-  Dispatch(context, Rpc::kReportEvents, reactor, start,
+  if (!Admit(call, Rpc::kReportEvents, start)) return;
+  Dispatch(call, Rpc::kReportEvents, start,
            [this, request, response] { return events_->Apply(*request, response); });
-  return reactor;
 }
 
-grpc::Status AdminServiceImpl::Authorize(const grpc::CallbackServerContext* context) const {
+grpc::Status AdminServiceImpl::Authorize(const grpc::ServerContext* context) const {
   if (admin_token_.empty()) return grpc::Status::OK;
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
@@ -171,18 +150,15 @@ grpc::Status AdminServiceImpl::Authorize(const grpc::CallbackServerContext* cont
                       "admin calls need the header \"authorization: Bearer <token>\"");
 }
 
-#define OFFERD_AUTHORIZE(reactor, context)          \
+#define OFFERD_AUTHORIZE(context)                           \
   if (grpc::Status auth = Authorize(context); !auth.ok()) { \
-    (reactor)->Finish(auth);                        \
-    return reactor;                                 \
+    return auth;                                            \
   }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerContext* context,
-                                                         const v1::LoadSnapshotRequest* request,
-                                                         v1::LoadSnapshotResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::LoadSnapshot(grpc::ServerContext* context,
+                                            const v1::LoadSnapshotRequest* request,
+                                            v1::LoadSnapshotResponse* response) {
+  OFFERD_AUTHORIZE(context);
   absl::StatusOr<SnapshotManager::BundleInfo> info =
       snapshots_->LoadVersion(request->version(), request->canary_fraction());
   if (info.ok()) {
@@ -191,54 +167,42 @@ grpc::ServerUnaryReactor* AdminServiceImpl::LoadSnapshot(grpc::CallbackServerCon
     response->set_warmup_ms(info->warmup_ms);
     response->set_canary(request->canary_fraction() > 0);
   }
-  reactor->Finish(ToGrpcStatus(info.status()));
-  return reactor;
+  return ToGrpcStatus(info.status());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(grpc::CallbackServerContext* context,
-                                                     const v1::RollbackRequest* /*request*/,
-                                                     v1::RollbackResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext* context,
+                                        const v1::RollbackRequest* /*request*/,
+                                        v1::RollbackResponse* response) {
+  OFFERD_AUTHORIZE(context);
   const SnapshotManager::StatusSnapshot before = snapshots_->Status();
   absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Rollback();
   if (info.ok()) {
     response->set_version(info->version);
     if (before.current) response->set_previous_version(before.current->version);
   }
-  reactor->Finish(ToGrpcStatus(info.status()));
-  return reactor;
+  return ToGrpcStatus(info.status());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::Promote(grpc::CallbackServerContext* context,
-                                                    const v1::PromoteRequest* /*request*/,
-                                                    v1::PromoteResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::Promote(grpc::ServerContext* context,
+                                       const v1::PromoteRequest* /*request*/,
+                                       v1::PromoteResponse* response) {
+  OFFERD_AUTHORIZE(context);
   absl::StatusOr<SnapshotManager::BundleInfo> info = snapshots_->Promote();
   if (info.ok()) response->set_version(info->version);
-  reactor->Finish(ToGrpcStatus(info.status()));
-  return reactor;
+  return ToGrpcStatus(info.status());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::Unpin(grpc::CallbackServerContext* context,
-                                                  const v1::UnpinRequest* /*request*/,
-                                                  v1::UnpinResponse* /*response*/) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
-  reactor->Finish(ToGrpcStatus(snapshots_->Unpin()));
-  return reactor;
+grpc::Status AdminServiceImpl::Unpin(grpc::ServerContext* context,
+                                     const v1::UnpinRequest* /*request*/,
+                                     v1::UnpinResponse* /*response*/) {
+  OFFERD_AUTHORIZE(context);
+  return ToGrpcStatus(snapshots_->Unpin());
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
-    grpc::CallbackServerContext* context, const v1::SetOfferOverrideRequest* request,
-    v1::SetOfferOverrideResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::SetOfferOverride(grpc::ServerContext* context,
+                                                const v1::SetOfferOverrideRequest* request,
+                                                v1::SetOfferOverrideResponse* response) {
+  OFFERD_AUTHORIZE(context);
   absl::Status status = CheckLength("offer_id", request->offer_id(), 1, kMaxOfferIdBytes);
   if (status.ok() && !request->has_paused() && !request->has_budget()) {
     status = absl::InvalidArgumentError("set paused and/or budget");
@@ -259,29 +223,23 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetOfferOverride(
                                    {"budget", runtime->budget_override.value_or(-1)}});
     }
   }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return ToGrpcStatus(status);
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::ForgetUser(grpc::CallbackServerContext* context,
-                                                       const v1::ForgetUserRequest* request,
-                                                       v1::ForgetUserResponse* /*response*/) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::ForgetUser(grpc::ServerContext* context,
+                                          const v1::ForgetUserRequest* request,
+                                          v1::ForgetUserResponse* /*response*/) {
+  OFFERD_AUTHORIZE(context);
   absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
   if (status.ok()) status = store_->ForgetUser(request->user_id());
   if (status.ok()) log::Info("user_forgotten");
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return ToGrpcStatus(status);
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerContext* context,
-                                                       const v1::CheckpointRequest* request,
-                                                       v1::CheckpointResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::Checkpoint(grpc::ServerContext* context,
+                                          const v1::CheckpointRequest* request,
+                                          v1::CheckpointResponse* response) {
+  OFFERD_AUTHORIZE(context);
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = store_->Checkpoint(request->directory());
   if (status.ok()) {
@@ -291,16 +249,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Checkpoint(grpc::CallbackServerConte
             .count());
     log::Info("checkpoint_written", {{"directory", request->directory()}});
   }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return ToGrpcStatus(status);
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::GetUserState(
-    grpc::CallbackServerContext* context, const v1::GetUserStateRequest* request,
-    v1::GetUserStateResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::GetUserState(grpc::ServerContext* context,
+                                            const v1::GetUserStateRequest* request,
+                                            v1::GetUserStateResponse* response) {
+  OFFERD_AUTHORIZE(context);
   absl::Status status = CheckLength("user_id", request->user_id(), 1, kMaxUserIdBytes);
   if (status.ok()) {
     absl::StatusOr<std::optional<UserRecord>> user = store_->GetUser(request->user_id());
@@ -331,8 +286,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetUserState(
       response->set_shown_today(DayStateOf(*fatigue, clock_->NowMs()).offers_served_today);
     }
   }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return ToGrpcStatus(status);
 }
 
 namespace {
@@ -359,12 +313,10 @@ absl::Status CheckSchemaAgainstBundles(const SnapshotManager::StatusSnapshot& st
 
 }  // namespace
 
-grpc::ServerUnaryReactor* AdminServiceImpl::IngestFeatures(grpc::CallbackServerContext* context,
-                                                           const v1::IngestFeaturesRequest* request,
-                                                           v1::IngestFeaturesResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::IngestFeatures(grpc::ServerContext* context,
+                                              const v1::IngestFeaturesRequest* request,
+                                              v1::IngestFeaturesResponse* response) {
+  OFFERD_AUTHORIZE(context);
   absl::Status status =
       CheckLength("feature_schema_id", request->feature_schema_id(), 1, kMaxFeatureSchemaIdBytes);
   if (status.ok() && (request->paths_size() < 1 || request->paths_size() > kMaxIngestFiles)) {
@@ -401,16 +353,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::IngestFeatures(grpc::CallbackServerC
       log::Warning("features_ingest_failed", {{"error", std::string(status.message())}});
     }
   }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+  return ToGrpcStatus(status);
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* context,
-                                                      const v1::GetStatusRequest* /*request*/,
-                                                      v1::GetStatusResponse* response) {
-  const GrpcThreadUse::Scoped holds_thread(grpc_threads_);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  OFFERD_AUTHORIZE(reactor, context);
+grpc::Status AdminServiceImpl::GetStatus(grpc::ServerContext* context,
+                                         const v1::GetStatusRequest* /*request*/,
+                                         v1::GetStatusResponse* response) {
+  OFFERD_AUTHORIZE(context);
   const SnapshotManager::StatusSnapshot status = snapshots_->Status();
   if (status.current) FillBundleStatus(*status.current, response->mutable_current());
   if (status.previous) FillBundleStatus(*status.previous, response->mutable_previous());
@@ -429,8 +378,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
   response->set_store_feature_schema_id(store_->feature_schema_id());
   response->set_started_at_ms(started_at_ms_);
   response->set_server_version(OFFERD_VERSION);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return grpc::Status::OK;
 }
 
 }  // namespace offerd

@@ -19,105 +19,74 @@
 
 namespace offerd {
 
-// Threads gRPC 1.51 runs callback-API handlers on, shared by every server in the process (its
-// "nexting" threads: half the cores, clamped to [2, 16]).
-int GrpcCallbackThreads();
-
-// How many of gRPC's callback threads offerd's own work holds: OfferService calls running
-// inline and admin calls (which run on the thread that received them; a bundle load holds one
-// for seconds). One thread must always stay free to admit OfferService calls and hand them to
-// the worker pool, so inline work may only take a thread while fewer than `limit` are held.
-// Thread-safe.
-class GrpcThreadUse {
- public:
-  // `limit`: threads offerd's work may hold while still taking one for an inline call
-  // (GrpcCallbackThreads() - 1 in the server).
-  explicit GrpcThreadUse(int limit) : limit_(limit) {}
-
-  // Takes a thread for an inline call if fewer than `limit` are held; false otherwise.
-  bool TryAcquire() {
-    if (held_.fetch_add(1, std::memory_order_acq_rel) < limit_) return true;
-    held_.fetch_sub(1, std::memory_order_acq_rel);
-    return false;
-  }
-  void Release() { held_.fetch_sub(1, std::memory_order_acq_rel); }
-  int held() const { return held_.load(std::memory_order_acquire); }
-
-  // Holds a thread for an admin call's duration (never refused: the call already runs on it).
-  // A null `use` holds nothing.
-  class Scoped {
-   public:
-    explicit Scoped(GrpcThreadUse* use) : use_(use) {
-      if (use_ != nullptr) use_->held_.fetch_add(1, std::memory_order_acq_rel);
-    }
-    ~Scoped() {
-      if (use_ != nullptr) use_->Release();
-    }
-    Scoped(const Scoped&) = delete;
-    Scoped& operator=(const Scoped&) = delete;
-
-   private:
-    GrpcThreadUse* const use_;
-  };
-
- private:
-  const int limit_;
-  std::atomic<int> held_{0};
-};
-
-// gRPC callback-API implementation of offerd.v1.OfferService. Handlers never block on a
-// bundle load.
+// offerd.v1.OfferService's admission and dispatch, independent of how calls arrive (the
+// async front end in server/async_frontend.h delivers them). Handlers never block on a bundle
+// load.
 //
 // Admission: a call whose deadline has passed is refused (DEADLINE_EXCEEDED); beyond
 // `max_in_flight` admitted calls (queued + running) a call fails fast with RESOURCE_EXHAUSTED.
-// With a `pool`, admitted calls are handed to it and gRPC's thread returns at once, so overload
-// is seen here instead of piling up invisibly inside gRPC; a call that waited in the pool's
-// queue longer than `max_queue_wait` is refused with RESOURCE_EXHAUSTED (its caller is better
-// served by a retry elsewhere than by an answer that is already late), as is one whose
-// deadline passed while it waited. Without a pool, calls run inline on gRPC's thread.
+// With a `pool`, admitted calls are handed to it and the thread that delivered them returns at
+// once to receive more, so overload is seen here instead of piling up unread in gRPC; a call
+// that waited in the pool's queue longer than `max_queue_wait` is refused with
+// RESOURCE_EXHAUSTED (its caller is better served by a retry elsewhere than by an answer that
+// is already late), as is one whose deadline passed while it waited. Without a pool, calls run
+// on the delivering thread.
 //
-// Inline fast path (`max_inline` > 0): while at most `max_inline` calls are admitted (this one
-// included) and none waits in the pool's queue, a call runs on the gRPC thread that received it
-// instead of being handed over, saving a thread wake-up and a cache migration per call on a
-// lightly loaded server; under load calls go to the pool as above. It also needs a thread from
-// `grpc_threads` (when given): one of gRPC's threads always stays free to admit calls and hand
-// them to the pool, even while admin calls hold others, so overload still reaches admission
-// control and the bounded queue. (Measured with both of a 2-core machine's threads allowed to
-// compute: above capacity, calls piled up inside gRPC while the few it delivered ran inline,
-// and 99% ended DEADLINE_EXCEEDED at their 1 s deadline instead of being refused at once.)
-class OfferServiceImpl final : public v1::OfferService::CallbackService {
+// Inline fast path (`max_inline` = 1): while a call is alone in flight and none waits in the
+// pool's queue, it runs on the delivering thread instead of being handed over, saving a thread
+// wake-up and a cache migration per call on a lightly loaded server; as soon as calls overlap
+// they go to the pool. The front end has one delivering thread, so while it computes a lone
+// call (a fraction of a millisecond) nothing else is received; that is why inline work is
+// limited to a call alone in flight, and why the call first lets the front end take whatever
+// already waits (Call::BeforeInline): a thread that reads calls one by one would otherwise
+// find every call alone, compute them all itself with the pool idle, and stop reading under
+// load (measured at twice capacity: 3% of calls answered, the rest past their deadline).
+class OfferServiceImpl {
  public:
   struct Options {
     int max_in_flight = 256;
     WorkerPool* pool = nullptr;  // not owned; must outlive the gRPC server's shutdown
     absl::Duration max_queue_wait = absl::Milliseconds(50);
-    int max_inline = 0;  // 0: every call goes to the pool
-    GrpcThreadUse* grpc_threads = nullptr;  // not owned; null: not accounted
+    int max_inline = 0;  // 0: every call goes to the pool; 1: a lone call runs inline
   };
+
+  // One unary call being served. Reply() ends it: the call (and the request and response it
+  // was delivered with) must not be touched afterwards.
+  class Call {
+   public:
+    virtual std::chrono::system_clock::time_point deadline() const = 0;
+    virtual void Reply(const grpc::Status& status) = 0;
+    // The call is about to run on the thread that delivered it: the front end first takes
+    // the events already waiting for that thread (they may be calls, which are admitted), so
+    // that a call is only computed inline when the server really is idle.
+    virtual void BeforeInline() {}
+
+   protected:
+    ~Call() = default;
+  };
+
   OfferServiceImpl(const Recommender* recommender, EventApplier* events, ServerMetrics* metrics,
                    Options options)
       : recommender_(recommender), events_(events), metrics_(metrics),
         max_in_flight_(options.max_in_flight), pool_(options.pool),
         max_queue_wait_(absl::ToChronoNanoseconds(options.max_queue_wait)),
-        max_inline_(options.max_inline), grpc_threads_(options.grpc_threads) {}
+        max_inline_(options.max_inline) {}
 
-  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
-                                      const v1::RecommendRequest* request,
-                                      v1::RecommendResponse* response) override;
-  grpc::ServerUnaryReactor* ReportEvents(grpc::CallbackServerContext* context,
-                                         const v1::ReportEventsRequest* request,
-                                         v1::ReportEventsResponse* response) override;
+  // Serve one call; `request` and `response` live until `call` is replied to.
+  void Recommend(Call* call, const v1::RecommendRequest* request,
+                 v1::RecommendResponse* response);
+  void ReportEvents(Call* call, const v1::ReportEventsRequest* request,
+                    v1::ReportEventsResponse* response);
 
  private:
   // Admission: true when the call may run (then Finish(..., admitted=true) must follow).
-  bool Admit(grpc::CallbackServerContext* context, Rpc rpc, grpc::ServerUnaryReactor* reactor,
-             std::chrono::steady_clock::time_point start);
-  void Finish(Rpc rpc, grpc::ServerUnaryReactor* reactor, const absl::Status& status,
+  bool Admit(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start);
+  void Finish(Rpc rpc, Call* call, const absl::Status& status,
               std::chrono::steady_clock::time_point start, bool admitted);
   // Runs `work` (an admitted call) inline when the fast path allows it (see the class
   // comment), else on the pool, or inline without one; finishes the call with its status.
-  void Dispatch(grpc::CallbackServerContext* context, Rpc rpc, grpc::ServerUnaryReactor* reactor,
-                std::chrono::steady_clock::time_point start, std::function<absl::Status()> work);
+  void Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start,
+                std::function<absl::Status()> work);
 
   const Recommender* const recommender_;
   EventApplier* const events_;
@@ -126,65 +95,62 @@ class OfferServiceImpl final : public v1::OfferService::CallbackService {
   WorkerPool* const pool_;
   const std::chrono::nanoseconds max_queue_wait_;
   const int max_inline_;
-  GrpcThreadUse* const grpc_threads_;
   std::atomic<int> in_flight_{0};
   std::atomic<int> queued_{0};  // handed to the pool, not yet started
 };
 
-// gRPC callback-API implementation of offerd.v1.AdminService. Loads run on the calling gRPC
-// thread, which is never a Recommend thread's concern: serving keeps the current bundle until
-// the new one is published.
-class AdminServiceImpl final : public v1::AdminService::CallbackService {
+// Synchronous implementation of offerd.v1.AdminService (on its own listener, see
+// OfferdServer::Start for how its threads stay out of the public port's way). Loads run on the
+// calling thread, which is never a Recommend thread's concern: serving keeps the current
+// bundle until the new one is published.
+class AdminServiceImpl final : public v1::AdminService::Service {
  public:
   // `admin_token`: when non-empty, every call must carry "authorization: Bearer <token>".
-  // `grpc_threads` (optional, not owned): every admin call holds one for its duration.
   AdminServiceImpl(SnapshotManager* snapshots, RocksDbStore* store, const Clock* clock,
-                   int64_t started_at_ms, std::string admin_token,
-                   GrpcThreadUse* grpc_threads = nullptr)
+                   int64_t started_at_ms, std::string admin_token)
       : snapshots_(snapshots), store_(store), clock_(clock), started_at_ms_(started_at_ms),
-        admin_token_(std::move(admin_token)), grpc_threads_(grpc_threads) {}
+        admin_token_(std::move(admin_token)) {}
 
-  grpc::ServerUnaryReactor* LoadSnapshot(grpc::CallbackServerContext* context,
-                                         const v1::LoadSnapshotRequest* request,
-                                         v1::LoadSnapshotResponse* response) override;
-  grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
-                                     const v1::RollbackRequest* request,
-                                     v1::RollbackResponse* response) override;
-  grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* context,
-                                    const v1::PromoteRequest* request,
-                                    v1::PromoteResponse* response) override;
-  grpc::ServerUnaryReactor* Unpin(grpc::CallbackServerContext* context,
-                                  const v1::UnpinRequest* request,
-                                  v1::UnpinResponse* response) override;
-  grpc::ServerUnaryReactor* SetOfferOverride(grpc::CallbackServerContext* context,
-                                             const v1::SetOfferOverrideRequest* request,
-                                             v1::SetOfferOverrideResponse* response) override;
-  grpc::ServerUnaryReactor* ForgetUser(grpc::CallbackServerContext* context,
-                                       const v1::ForgetUserRequest* request,
-                                       v1::ForgetUserResponse* response) override;
-  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* context,
-                                       const v1::CheckpointRequest* request,
-                                       v1::CheckpointResponse* response) override;
-  grpc::ServerUnaryReactor* GetUserState(grpc::CallbackServerContext* context,
-                                         const v1::GetUserStateRequest* request,
-                                         v1::GetUserStateResponse* response) override;
-  grpc::ServerUnaryReactor* IngestFeatures(grpc::CallbackServerContext* context,
-                                           const v1::IngestFeaturesRequest* request,
-                                           v1::IngestFeaturesResponse* response) override;
-  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context,
-                                      const v1::GetStatusRequest* request,
-                                      v1::GetStatusResponse* response) override;
+  grpc::Status LoadSnapshot(grpc::ServerContext* context,
+                            const v1::LoadSnapshotRequest* request,
+                            v1::LoadSnapshotResponse* response) override;
+  grpc::Status Rollback(grpc::ServerContext* context,
+                        const v1::RollbackRequest* request,
+                        v1::RollbackResponse* response) override;
+  grpc::Status Promote(grpc::ServerContext* context,
+                       const v1::PromoteRequest* request,
+                       v1::PromoteResponse* response) override;
+  grpc::Status Unpin(grpc::ServerContext* context,
+                     const v1::UnpinRequest* request,
+                     v1::UnpinResponse* response) override;
+  grpc::Status SetOfferOverride(grpc::ServerContext* context,
+                                const v1::SetOfferOverrideRequest* request,
+                                v1::SetOfferOverrideResponse* response) override;
+  grpc::Status ForgetUser(grpc::ServerContext* context,
+                          const v1::ForgetUserRequest* request,
+                          v1::ForgetUserResponse* response) override;
+  grpc::Status Checkpoint(grpc::ServerContext* context,
+                          const v1::CheckpointRequest* request,
+                          v1::CheckpointResponse* response) override;
+  grpc::Status GetUserState(grpc::ServerContext* context,
+                            const v1::GetUserStateRequest* request,
+                            v1::GetUserStateResponse* response) override;
+  grpc::Status IngestFeatures(grpc::ServerContext* context,
+                              const v1::IngestFeaturesRequest* request,
+                              v1::IngestFeaturesResponse* response) override;
+  grpc::Status GetStatus(grpc::ServerContext* context,
+                         const v1::GetStatusRequest* request,
+                         v1::GetStatusResponse* response) override;
 
  private:
   // UNAUTHENTICATED unless the call carries the admin token (constant-time comparison).
-  grpc::Status Authorize(const grpc::CallbackServerContext* context) const;
+  grpc::Status Authorize(const grpc::ServerContext* context) const;
 
   SnapshotManager* const snapshots_;
   RocksDbStore* const store_;
   const Clock* const clock_;
   const int64_t started_at_ms_;
   const std::string admin_token_;
-  GrpcThreadUse* const grpc_threads_;
 };
 
 }  // namespace offerd

@@ -13,12 +13,12 @@ namespace offerd {
 
 // A fixed set of threads running submitted tasks in FIFO order.
 //
-// Why offerd has one: with gRPC's callback API a handler that computes inline occupies one of
-// gRPC's own threads, and once they are all busy new calls wait inside gRPC, before any of our
-// code runs, where no admission bound can see them (measured: past capacity every call waited
-// until its deadline). Handing the work to this pool returns gRPC's threads at once, so every
-// call reaches admission control immediately and the queue it waits in is ours: bounded, and
-// with its waiting time known (see OfferServiceImpl).
+// Why offerd has one: one thread reads every OfferService call (AsyncFrontend), and while it
+// computes a call it reads none, so new calls would wait inside gRPC, before any of our code
+// runs, where no admission bound can see them (measured: past capacity every call waited until
+// its deadline). Handing the work to this pool returns that thread at once, so every call
+// reaches admission control immediately and the queue it waits in is ours: bounded, and with
+// its waiting time known (see OfferServiceImpl).
 //
 // Thread safety: all methods may be called from any thread. Tasks must not throw.
 class WorkerPool {

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 
 import faiss
@@ -128,6 +129,37 @@ def test_health_and_reflection(server):
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert "offerd.v1.OfferService" in names
     assert "grpc.health.v1.Health" in names
+
+
+def test_health_check_names_the_services_it_knows(server):
+    health = health_pb2_grpc.HealthStub(server.channel())
+    assert health.Check(health_pb2.HealthCheckRequest(service="offerd.v1.OfferService"),
+                        timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as err:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no.such.Service" in err.value.details()
+
+
+def test_health_watch_streams_serving_then_not_serving_at_shutdown(world, tmp_path):
+    proc = start_offerd(tmp_path, world["snapshot_root"], tmp_path / "db")
+    try:
+        health = health_pb2_grpc.HealthStub(proc.channel())
+        stream = health.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        unknown = health.Watch(health_pb2.HealthCheckRequest(service="no.such.Service"),
+                               timeout=60)
+        assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        unknown.cancel()
+        proc.proc.send_signal(signal.SIGTERM)
+        # The drain tells watchers first, then ends their streams.
+        assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            next(stream)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert proc.proc.wait(timeout=30) == 0
+    finally:
+        assert proc.stop() == 0
 
 
 def test_admin_status_and_report_events(world, server):

@@ -1,7 +1,9 @@
 """Overload end to end, through the C++ load generator: far above capacity offerd refuses the
 excess at once (RESOURCE_EXHAUSTED) and answers what it admits within its queue bound. The
 failure this guards against: calls piling up inside gRPC, unseen by admission control, until
-their deadlines pass (what happens when gRPC's threads are all busy computing calls)."""
+their deadlines pass (what happens when the thread that reads calls is busy computing them:
+before the inline fast path took the calls already waiting, a lone call at a time, 3% of the
+calls were answered here)."""
 from __future__ import annotations
 
 import json

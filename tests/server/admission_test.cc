@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/async_frontend.h"
 #include "server/services.h"
 #include "server/worker_pool.h"
 
@@ -89,30 +90,32 @@ TEST(WorkerPoolTest, InitRunsOnEveryWorkerThread) {
 // recommender is never reached: every call here is refused before it would run.
 class AdmissionTest : public ::testing::Test {
  protected:
-  void StartServer(int max_in_flight, absl::Duration max_queue_wait, int max_inline = 0,
-                   GrpcThreadUse* grpc_threads = nullptr) {
+  void StartServer(int max_in_flight, absl::Duration max_queue_wait) {
     pool_ = std::make_unique<WorkerPool>(1);
     OfferServiceImpl::Options options;
     options.max_in_flight = max_in_flight;
     options.pool = pool_.get();
     options.max_queue_wait = max_queue_wait;
-    options.max_inline = max_inline;
-    options.grpc_threads = grpc_threads;
+    options.max_inline = 0;  // a lone call would reach the null recommender
     service_ = std::make_unique<OfferServiceImpl>(nullptr, nullptr, nullptr, options);
+    frontend_ = std::make_unique<AsyncFrontend>(service_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(service_.get());
+    frontend_->Register(&builder);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
+    frontend_->Start();
     stub_ = v1::OfferService::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   }
 
   void TearDown() override {
     gate_.Open();
+    if (frontend_) frontend_->BeginShutdown();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (pool_) pool_->Stop();
+    if (frontend_) frontend_->Shutdown();
   }
 
   // Occupies the only worker until gate_ opens.
@@ -124,6 +127,7 @@ class AdmissionTest : public ::testing::Test {
   Gate gate_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<OfferServiceImpl> service_;
+  std::unique_ptr<AsyncFrontend> frontend_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::OfferService::Stub> stub_;
 };
@@ -158,7 +162,7 @@ TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
   ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 2; }));
 
   // The worker is busy and two calls are admitted: a third is refused at once, even though
-  // gRPC itself has threads to spare.
+  // the front end's thread is free.
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   v1::RecommendRequest request;
@@ -177,45 +181,6 @@ TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
   ASSERT_TRUE(WaitFor([&] { return first.done.load() && second.done.load(); }));
   EXPECT_EQ(first.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-}
-
-TEST(GrpcThreadUseTest, InlineCallsTakeThreadsOnlyBelowTheLimitAndAdminCallsAlwaysHoldOne) {
-  GrpcThreadUse use(/*limit=*/2);
-  EXPECT_TRUE(use.TryAcquire());
-  {
-    const GrpcThreadUse::Scoped admin(&use);  // an admin call: never refused
-    EXPECT_EQ(use.held(), 2);
-    EXPECT_FALSE(use.TryAcquire()) << "the last free thread must stay free";
-    EXPECT_EQ(use.held(), 2);
-  }
-  EXPECT_EQ(use.held(), 1);
-  EXPECT_TRUE(use.TryAcquire());
-  EXPECT_FALSE(use.TryAcquire());
-  use.Release();
-  use.Release();
-  EXPECT_EQ(use.held(), 0);
-  const GrpcThreadUse::Scoped nothing(nullptr);  // no accounting: holds nothing
-  EXPECT_EQ(use.held(), 0);
-}
-
-// A lone call would run inline, but an admin call (a bundle load) holds the gRPC thread the
-// fast path may use: the call goes to the pool, so the last thread stays free to admit. (Run
-// inline, it would reach the test's null recommender.)
-TEST_F(AdmissionTest, WhileAnAdminCallHoldsAThreadALoneCallGoesToThePool) {
-  GrpcThreadUse threads(/*limit=*/1);
-  StartServer(/*max_in_flight=*/8, absl::Milliseconds(1), /*max_inline=*/1, &threads);
-  const GrpcThreadUse::Scoped loading(&threads);
-  BlockWorker();
-  AsyncCall call;
-  StartCall(stub_.get(), &call);
-  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
-  EXPECT_EQ(threads.held(), 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms limit
-  gate_.Open();
-  ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));
-  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_NE(call.status.error_message().find("for a worker"), std::string::npos)
-      << call.status.error_message();
 }
 
 TEST_F(AdmissionTest, CallThatWaitedTooLongForAWorkerIsShed) {

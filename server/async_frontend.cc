@@ -143,6 +143,9 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
  public:
   static void Listen(AsyncFrontend* frontend) {
     auto* call = new HealthWatchCall(frontend);
+    // Tells a parked watcher that its client left. gRPC 1.51 delivers this tag only for a
+    // call that was delivered (not when the request fails at shutdown).
+    call->context_.AsyncNotifyWhenDone(&call->done_);
     frontend->health_service_.RequestWatch(&call->context_, &call->request_, &call->writer_,
                                            frontend->cq_.get(), frontend->cq_.get(), call);
   }
@@ -151,9 +154,10 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
     switch (state_) {
       case State::kRequested: {
         if (!ok) {
-          delete this;
+          delete this;  // no call, hence no done tag to wait for
           return;
         }
+        pending_done_ = true;
         Listen(frontend_);
         {
           std::lock_guard<std::mutex> lock(frontend_->watchers_mu_);
@@ -176,24 +180,29 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
         AfterWrite();
         return;
       case State::kEnding:
-        delete this;
+        ended_ = true;
+        MaybeDelete();
         return;
     }
   }
 
   // From the thread that changed the status; this call has no operation pending.
-  void Notify() override {
-    if (frontend_->shutting_down() && Current() == sent_) {
-      End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down"));
-    } else {
-      Write();
-    }
-  }
+  void Notify() override { AfterWrite(); }
 
  private:
   enum class State { kRequested, kWriting, kEnding };
 
-  explicit HealthWatchCall(AsyncFrontend* frontend) : frontend_(frontend) {}
+  // The done tag: the call is over (the client left, or it was finished).
+  class Done final : public Operation {
+   public:
+    explicit Done(HealthWatchCall* call) : call_(call) {}
+    void Proceed(bool /*ok*/) override { call_->OnDone(); }
+
+   private:
+    HealthWatchCall* const call_;
+  };
+
+  explicit HealthWatchCall(AsyncFrontend* frontend) : frontend_(frontend), done_(this) {}
   ~HealthWatchCall() {
     if (counted_) {
       std::lock_guard<std::mutex> lock(frontend_->watchers_mu_);
@@ -237,14 +246,38 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
     writer_.Finish(status, this);
   }
 
+  // Polling thread. A parked watcher is ended now; one with a write or the finish pending
+  // learns it from that operation's tag.
+  void OnDone() {
+    pending_done_ = false;
+    bool parked = false;
+    {
+      std::lock_guard<std::mutex> lock(frontend_->watchers_mu_);
+      parked = frontend_->watchers_.erase(this) > 0;
+    }
+    if (parked) {
+      End(grpc::Status::CANCELLED);
+      return;
+    }
+    MaybeDelete();
+  }
+
+  // Deleted once its finish and its done tag have both come back.
+  void MaybeDelete() {
+    if (ended_ && !pending_done_) delete this;
+  }
+
   AsyncFrontend* const frontend_;
   grpc::ServerContext context_;
   HealthCheckRequest request_;
   HealthCheckResponse response_;
   grpc::ServerAsyncWriter<HealthCheckResponse> writer_{&context_};
+  Done done_;
   State state_ = State::kRequested;
   HealthCheckResponse::ServingStatus sent_ = HealthCheckResponse::UNKNOWN;
   bool counted_ = false;
+  bool pending_done_ = false;  // the done tag has yet to come back
+  bool ended_ = false;         // the finish tag came back
 };
 
 AsyncFrontend::~AsyncFrontend() { Shutdown(); }
@@ -315,6 +348,7 @@ void AsyncFrontend::BeginShutdown() {
   std::vector<Watcher*> parked;
   {
     std::lock_guard<std::mutex> lock(watchers_mu_);
+    if (stopped_) return;  // the queue is gone; so are the watchers
     shutting_down_.store(true, std::memory_order_release);
     serving_.store(false, std::memory_order_release);
     parked.assign(watchers_.begin(), watchers_.end());

@@ -25,8 +25,8 @@ namespace offerd {
 // callback handlers on at least two threads polling one queue, and its epoll engine hands the
 // polling role from thread to thread on every event, a futex wake and wait each time (4-7
 // futex calls per call measured). On a VM where every wake-up is a trip through the
-// hypervisor that doubled the server's CPU per Health check (182-210 µs against 74-100 µs
-// here) and made its p99 2-5× worse at 1,000 calls/s. With a single thread polling, the
+// hypervisor that more than doubled the server's CPU per Health check (150-210 µs against
+// 55-90 µs here) and made its p99 2-5× worse at 1,000 calls/s. With a single thread polling, the
 // thread that reads a call also admits it and, while it is alone, computes it (see
 // OfferServiceImpl); calls that overlap go to the worker pool, whose threads send their own
 // replies.
@@ -37,8 +37,11 @@ namespace offerd {
 //
 // Health: Check answers SERVING / NOT_SERVING for "" and "offerd.v1.OfferService" (NOT_FOUND
 // for other names); Watch streams the current status and every change, until the client
-// leaves or the server shuts down (a watcher whose client left unnoticed is released at the
-// next change or at shutdown; at most kMaxWatchers at once, RESOURCE_EXHAUSTED beyond).
+// leaves or the server shuts down (at most kMaxWatchers at once, RESOURCE_EXHAUSTED beyond).
+//
+// The polling thread is the process's only gRPC poller: while it computes a lone call inline
+// (a fraction of a millisecond, or longer if RocksDB stalls a write) no socket is read, the
+// admin port's included.
 //
 // Lifecycle: Register() before BuildAndStart(), Start() after it; at shutdown
 // BeginShutdown(), then the server's Shutdown(), then the worker pool's Stop(), then

@@ -1,6 +1,7 @@
 #ifndef OFFERD_SERVER_SERVICES_H_
 #define OFFERD_SERVER_SERVICES_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -45,9 +46,11 @@ class OfferServiceImpl {
  public:
   struct Options {
     int max_in_flight = 256;
-    WorkerPool* pool = nullptr;  // not owned; must outlive the gRPC server's shutdown
+    // Not owned; stopped after the gRPC server's shutdown and before the front end's (its
+    // workers send replies through the front end's queue).
+    WorkerPool* pool = nullptr;
     absl::Duration max_queue_wait = absl::Milliseconds(50);
-    int max_inline = 0;  // 0: every call goes to the pool; 1: a lone call runs inline
+    int max_inline = 0;  // 0: every call goes to the pool; 1: a lone call runs inline (max)
   };
 
   // One unary call being served. Reply() ends it: the call (and the request and response it
@@ -70,7 +73,7 @@ class OfferServiceImpl {
       : recommender_(recommender), events_(events), metrics_(metrics),
         max_in_flight_(options.max_in_flight), pool_(options.pool),
         max_queue_wait_(absl::ToChronoNanoseconds(options.max_queue_wait)),
-        max_inline_(options.max_inline) {}
+        max_inline_(std::clamp(options.max_inline, 0, 1)) {}
 
   // Serve one call; `request` and `response` live until `call` is replied to.
   void Recommend(Call* call, const v1::RecommendRequest* request,

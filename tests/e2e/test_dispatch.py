@@ -80,3 +80,13 @@ def test_max_inline_calls_above_one_is_refused(world, tmp_path):
                                      "--admin_listen=127.0.0.1:0", "--max_inline_calls=2"])
     assert result.returncode != 0
     assert "--max_inline_calls must be 0 or 1" in result.stderr
+
+
+def test_a_polling_engine_other_than_epoll1_is_refused(world, tmp_path, monkeypatch):
+    # The admin port is read by the front end's thread through epoll1's one epoll set.
+    monkeypatch.setenv("GRPC_POLL_STRATEGY", "poll")
+    result = run_offerd_expect_exit([f"--snapshot_root={world['snapshot_root']}",
+                                     f"--db_path={tmp_path / 'db'}", "--listen=127.0.0.1:0",
+                                     "--admin_listen=127.0.0.1:0"])
+    assert result.returncode != 0
+    assert "GRPC_POLL_STRATEGY=poll: offerd needs gRPC's epoll1 engine" in result.stderr

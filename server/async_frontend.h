@@ -69,6 +69,12 @@ class AsyncFrontend {
   // Shuts the completion queue down, drains it and joins the thread. Idempotent.
   void Shutdown();
 
+  // Watch calls alive (streaming, parked or ending). Thread-safe.
+  int watch_calls() const {
+    std::lock_guard<std::mutex> lock(watchers_mu_);
+    return watch_calls_;
+  }
+
   // What a Watch call registers while it waits for the next change (implementation detail).
   class Watcher {
    public:
@@ -101,7 +107,7 @@ class AsyncFrontend {
   std::atomic<bool> serving_{false};
   std::atomic<bool> shutting_down_{false};
   bool stopped_ = false;
-  std::mutex watchers_mu_;
+  mutable std::mutex watchers_mu_;
   std::unordered_set<Watcher*> watchers_;  // guarded by watchers_mu_
   int watch_calls_ = 0;                    // guarded by watchers_mu_
 };

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "server/async_frontend.h"
 #include "server/services.h"
 #include "server/worker_pool.h"
@@ -106,8 +107,9 @@ class AdmissionTest : public ::testing::Test {
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     frontend_->Start();
-    stub_ = v1::OfferService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    channel_ =
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+    stub_ = v1::OfferService::NewStub(channel_);
   }
 
   void TearDown() override {
@@ -129,6 +131,7 @@ class AdmissionTest : public ::testing::Test {
   std::unique_ptr<OfferServiceImpl> service_;
   std::unique_ptr<AsyncFrontend> frontend_;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::OfferService::Stub> stub_;
 };
 
@@ -222,6 +225,55 @@ TEST_F(AdmissionTest, CallWhoseDeadlinePassedWhileQueuedIsNotWorkedOn) {
   gate_.Open();
   ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 0; }));
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+}
+
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+TEST_F(AdmissionTest, HealthCheckAnswersTheKnownServicesOnly) {
+  StartServer(/*max_in_flight=*/8, absl::Milliseconds(50));
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (bool serving : {false, true}) {
+    frontend_->SetServing(serving);
+    for (const char* service : {"", "offerd.v1.OfferService"}) {
+      grpc::ClientContext context;
+      HealthCheckRequest request;
+      request.set_service(service);
+      HealthCheckResponse response;
+      ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+      EXPECT_EQ(response.status(),
+                serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
+    }
+  }
+  grpc::ClientContext context;
+  HealthCheckRequest request;
+  request.set_service("no.such.Service");
+  HealthCheckResponse response;
+  EXPECT_EQ(health->Check(&context, request, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+// A Watch streams every change; a client that leaves while its watcher waits for the next
+// change is noticed at once (gRPC's done notification), so watchers do not pile up.
+TEST_F(AdmissionTest, HealthWatchStreamsChangesAndIsReleasedWhenTheClientLeaves) {
+  StartServer(/*max_in_flight=*/8, absl::Milliseconds(50));
+  frontend_->SetServing(true);
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext context;
+  HealthCheckRequest request;
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> stream =
+      health->Watch(&context, request);
+  HealthCheckResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  frontend_->SetServing(false);
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(frontend_->watch_calls(), 1);
+  // The watcher is parked (no change pending); the client leaves.
+  context.TryCancel();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return frontend_->watch_calls() == 0; }));
 }
 
 }  // namespace

@@ -191,7 +191,7 @@ absl::StatusOr<std::unique_ptr<OfferdServer>> OfferdServer::Create(const Options
 // has the front end's; the admin server gets one that is never polled (admin_idle_cq_), and
 // its connections are read by the front end's thread like every other socket (which needs
 // gRPC's epoll1 engine, with its one epoll set for the process: main.cc refuses another).
-// Measured at 1,000 calls/s: 0.02 futex calls per call instead of 4.3, and 40% less server
+// Measured at 1,000 calls/s: 0.1 futex calls per Recommend instead of 4.3, and 40% less server
 // CPU per Recommend.
 absl::Status OfferdServer::Start() {
   grpc::EnableDefaultHealthCheckService(false);

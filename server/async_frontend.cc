@@ -349,29 +349,29 @@ bool AsyncFrontend::StatusFor(const std::string& service,
   return true;
 }
 
-void AsyncFrontend::SetServing(bool serving) {
-  std::vector<Watcher*> changed;
-  {
-    std::lock_guard<std::mutex> lock(watchers_mu_);
-    if (shutting_down() || serving_.exchange(serving) == serving) return;
-    changed.assign(watchers_.begin(), watchers_.end());
-    watchers_.clear();
-  }
-  for (Watcher* watcher : changed) watcher->Notify();
-}
-
-void AsyncFrontend::BeginShutdown() {
+void AsyncFrontend::ChangeStatus(const std::function<bool()>& change) {
   std::vector<Watcher*> parked;
   {
     std::lock_guard<std::mutex> lock(watchers_mu_);
-    if (stopped_) return;  // the queue is gone; so are the watchers
-    shutting_down_.store(true, std::memory_order_release);
-    serving_.store(false, std::memory_order_release);
+    if (!change()) return;
     parked.assign(watchers_.begin(), watchers_.end());
     watchers_.clear();
   }
-  // Each writes NOT_SERVING (if it had not seen it) and then ends.
   for (Watcher* watcher : parked) watcher->Notify();
+}
+
+void AsyncFrontend::SetServing(bool serving) {
+  ChangeStatus([&] { return !shutting_down() && serving_.exchange(serving) != serving; });
+}
+
+void AsyncFrontend::BeginShutdown() {
+  // Each watcher writes NOT_SERVING (if it had not seen it) and then ends.
+  ChangeStatus([this] {
+    if (stopped_) return false;  // the queue is gone; so are the watchers
+    shutting_down_.store(true, std::memory_order_release);
+    serving_.store(false, std::memory_order_release);
+    return true;
+  });
 }
 
 void AsyncFrontend::Shutdown() {

@@ -2,6 +2,7 @@
 #define OFFERD_SERVER_ASYNC_FRONTEND_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -98,6 +99,9 @@ class AsyncFrontend {
   bool StatusFor(const std::string& service,
                  grpc::health::v1::HealthCheckResponse::ServingStatus* status) const;
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+  // Runs `change` under the watcher lock; if it changed the status, notifies every parked
+  // watcher (outside the lock).
+  void ChangeStatus(const std::function<bool()>& change);
 
   OfferServiceImpl* const offers_;
   v1::OfferService::AsyncService offer_service_;

@@ -1,7 +1,6 @@
 #include "server/services.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "core/request_limits.h"
 #include "server/grpc_status.h"

@@ -11,7 +11,8 @@
 namespace offerd {
 
 absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
-                                 v1::ReportEventsResponse* response) const {
+                                 v1::ReportEventsResponse* response,
+                                 OnWriteStall on_stall) const {
   response->Clear();
   if (request.events_size() == 0) {
     return absl::InvalidArgumentError("events: must hold 1..1000 events, got 0");
@@ -24,6 +25,7 @@ absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
   const std::shared_ptr<const Bundle> bundle = snapshots_->Pin();
   std::vector<UserEvent> accepted;
   accepted.reserve(request.events_size());
+  std::vector<int> rejected_types;  // counted once the call's outcome is known
   for (int i = 0; i < request.events_size(); ++i) {
     const v1::Event& event = request.events(i);
     absl::Status s = ValidateEvent(event, now_ms);
@@ -33,9 +35,7 @@ absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
                                                   "\" in bundle ", bundle->version()));
     }
     if (!s.ok()) {
-      if (metrics_ != nullptr && event.type() >= 1 && event.type() <= 5) {
-        metrics_->event(event.type(), ServerMetrics::kRejected).Increment();
-      }
+      if (event.type() >= 1 && event.type() <= 5) rejected_types.push_back(event.type());
       v1::RejectedEvent* rejected = response->add_rejected();
       rejected->set_index(i);
       rejected->set_reason(std::string(s.message()));
@@ -50,31 +50,34 @@ absl::Status EventApplier::Apply(const v1::ReportEventsRequest& request,
     e.amount = event.amount();
     accepted.push_back(std::move(e));
   }
-  if (!accepted.empty()) {
-    absl::StatusOr<RocksDbStore::ApplyStats> stats = store_->ApplyEvents(accepted);
-    if (!stats.ok()) {
-      return absl::InternalError(absl::StrCat("event store: ", stats.status().message()));
+  absl::StatusOr<RocksDbStore::ApplyStats> stats =
+      accepted.empty() ? RocksDbStore::ApplyStats{} : store_->ApplyEvents(accepted, on_stall);
+  if (IsWriteStalled(stats.status())) return stats.status();  // run again: count nothing
+  if (metrics_ != nullptr) {
+    for (int type : rejected_types) metrics_->event(type, ServerMetrics::kRejected).Increment();
+  }
+  if (!stats.ok()) {
+    return absl::InternalError(absl::StrCat("event store: ", stats.status().message()));
+  }
+  response->set_duplicates(static_cast<int32_t>(stats->duplicates));
+  for (size_t i = 0; i < accepted.size(); ++i) {
+    const UserEvent& e = accepted[i];
+    const bool duplicate = stats->duplicate[i];
+    if (metrics_ != nullptr) {
+      metrics_->event(static_cast<int>(e.kind),
+                      duplicate ? ServerMetrics::kDuplicate : ServerMetrics::kAccepted)
+          .Increment();
     }
-    response->set_duplicates(static_cast<int32_t>(stats->duplicates));
-    for (size_t i = 0; i < accepted.size(); ++i) {
-      const UserEvent& e = accepted[i];
-      const bool duplicate = stats->duplicate[i];
-      if (metrics_ != nullptr) {
-        metrics_->event(static_cast<int>(e.kind),
-                        duplicate ? ServerMetrics::kDuplicate : ServerMetrics::kAccepted)
-            .Increment();
-      }
-      if (event_log_ != nullptr) {  // every accepted event; readers drop exact repeats
-        EventRecord record;
-        record.ts_ms = e.timestamp_ms;
-        record.received_ms = now_ms;
-        record.user_id = e.user_id;
-        record.offer_id = e.offer_id;
-        record.event_type = e.kind;
-        record.decision_id = e.decision_id;
-        record.amount = e.amount;
-        event_log_->TryAppend(ToJsonLine(record));
-      }
+    if (event_log_ != nullptr) {  // every accepted event; readers drop exact repeats
+      EventRecord record;
+      record.ts_ms = e.timestamp_ms;
+      record.received_ms = now_ms;
+      record.user_id = e.user_id;
+      record.offer_id = e.offer_id;
+      record.event_type = e.kind;
+      record.decision_id = e.decision_id;
+      record.amount = e.amount;
+      event_log_->TryAppend(ToJsonLine(record));
     }
   }
   response->set_accepted(static_cast<int32_t>(accepted.size()));

@@ -26,9 +26,11 @@ class EventApplier {
         trust_client_time_(trust_client_time), metrics_(metrics), event_log_(event_log) {}
 
   // INVALID_ARGUMENT when the request itself is malformed (no events, too many); INTERNAL
-  // when the store fails (then nothing of this request was applied).
-  absl::Status Apply(const v1::ReportEventsRequest& request,
-                     v1::ReportEventsResponse* response) const;
+  // when the store fails (then nothing of this request was applied). With
+  // OnWriteStall::kFail, a batch RocksDB would delay is not applied, counted or logged: the
+  // error satisfies IsWriteStalled() and the call can be run again where waiting is allowed.
+  absl::Status Apply(const v1::ReportEventsRequest& request, v1::ReportEventsResponse* response,
+                     OnWriteStall on_stall = OnWriteStall::kWait) const;
 
  private:
   const SnapshotManager* const snapshots_;

@@ -121,7 +121,8 @@ Recommender::Recommender(const SnapshotManager* snapshots, RocksDbStore* store, 
     : snapshots_(snapshots), store_(store), clock_(clock), options_(std::move(options)) {}
 
 absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
-                                    v1::RecommendResponse* response, absl::Time deadline) const {
+                                    v1::RecommendResponse* response, absl::Time deadline,
+                                    OnWriteStall on_stall) const {
   const bool degraded = deadline - absl::Now() < options_.degrade_below;
   StageTimer timer(options_.metrics);
   if (absl::Status s = ValidateRecommendRequest(request); !s.ok()) return s;
@@ -356,7 +357,9 @@ absl::Status Recommender::Recommend(const v1::RecommendRequest& request,
           served->push_back(offers[s.offer_index].offer_id);
         }
         return absl::OkStatus();
-      });
+      },
+      on_stall);
+  if (IsWriteStalled(decided)) return decided;  // nothing recorded; the caller runs it again
   if (!decided.ok()) return absl::InternalError(absl::StrCat("state store: ", decided.message()));
   timer.End(Stage::kFatigue);
 

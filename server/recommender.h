@@ -53,9 +53,12 @@ class Recommender {
               Options options);
 
   // Fills `response`. INVALID_ARGUMENT for bad input, UNAVAILABLE when no bundle is loaded,
-  // INTERNAL for storage or index failures.
+  // INTERNAL for storage or index failures. With OnWriteStall::kFail, a decision whose record
+  // RocksDB would delay is dropped unrecorded and unlogged: the error satisfies
+  // IsWriteStalled() and the call can be run again where waiting is allowed.
   absl::Status Recommend(const v1::RecommendRequest& request, v1::RecommendResponse* response,
-                         absl::Time deadline = absl::InfiniteFuture()) const;
+                         absl::Time deadline = absl::InfiniteFuture(),
+                         OnWriteStall on_stall = OnWriteStall::kWait) const;
 
   const Options& options() const { return options_; }
 

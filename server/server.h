@@ -93,6 +93,7 @@ class OfferdServer {
 
   SnapshotManager* snapshots() { return snapshots_.get(); }
   RocksDbStore* store() { return store_.get(); }
+  const MetricsRegistry& metrics_registry() const { return *registry_; }
 
  private:
   OfferdServer() = default;

@@ -85,6 +85,13 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
                  {"path"}));
   dispatched_inline_ = &dispatched.WithLabels({"inline"});
   dispatched_worker_ = &dispatched.WithLabels({"worker"});
+  write_stall_handoffs_ =
+      &registry
+           ->AddCounter(MetricInfo(
+               "offerd_write_stall_handoffs_total",
+               "Calls begun inline on the polling thread that met a RocksDB write stall and were "
+               "handed to the worker pool to run again (the polling thread never waits for one)."))
+           .Get();
   CounterFamily& events = registry->AddCounter(MetricInfo(
       "offerd_events_total", "ReportEvents events by type and outcome.", {"type", "outcome"}));
   for (int kind = 1; kind <= 5; ++kind) {

@@ -43,6 +43,7 @@ class ServerMetrics {
   // Admitted OfferService calls by where they ran: inline on the polling thread, or on a worker.
   Counter& dispatched_inline() { return *dispatched_inline_; }
   Counter& dispatched_worker() { return *dispatched_worker_; }
+  Counter& write_stall_handoffs() { return *write_stall_handoffs_; }
   // Events by type (EventKind 1..5) and outcome.
   Counter& event(int kind, int outcome) { return *events_[kind][outcome]; }
   static constexpr int kAccepted = 0, kDuplicate = 1, kRejected = 2;
@@ -73,6 +74,7 @@ class ServerMetrics {
   Histogram* queue_wait_ = nullptr;
   Counter* dispatched_inline_ = nullptr;
   Counter* dispatched_worker_ = nullptr;
+  Counter* write_stall_handoffs_ = nullptr;
   std::array<std::array<Counter*, 3>, 6> events_{};
   Counter* candidates_retrieved_ = nullptr;
   Counter* offers_served_ = nullptr;

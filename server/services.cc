@@ -61,9 +61,9 @@ void OfferServiceImpl::Finish(Rpc rpc, Call* call, const absl::Status& status,
 }
 
 void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start,
-                                std::function<absl::Status()> work) {
+                                std::function<absl::Status(OnWriteStall)> work) {
   if (pool_ == nullptr) {
-    Finish(rpc, call, work(), start, true);
+    Finish(rpc, call, work(OnWriteStall::kWait), start, true);
     return;
   }
   // The fast path (see the class comment): a call alone in flight with nothing queued, still
@@ -76,10 +76,16 @@ void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::
   };
   if (alone() && (call->BeforeInline(), alone())) {
     if (metrics_ != nullptr) metrics_->dispatched_inline().Increment();
-    Finish(rpc, call, work(), start, true);
-    return;
+    absl::Status status = work(OnWriteStall::kFail);
+    if (!IsWriteStalled(status)) {
+      Finish(rpc, call, status, start, true);
+      return;
+    }
+    // Nothing was recorded: run it again on the pool, where it may wait for RocksDB.
+    if (metrics_ != nullptr) metrics_->write_stall_handoffs().Increment();
+  } else if (metrics_ != nullptr) {
+    metrics_->dispatched_worker().Increment();
   }
-  if (metrics_ != nullptr) metrics_->dispatched_worker().Increment();
   // The call, its request and its response stay valid until it is replied to.
   auto task = [this, call, rpc, start, work = std::move(work)] {
     queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -105,7 +111,7 @@ void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::
              true);
       return;
     }
-    Finish(rpc, call, work(), start, true);
+    Finish(rpc, call, work(OnWriteStall::kWait), start, true);
   };
   queued_.fetch_add(1, std::memory_order_relaxed);
   if (!pool_->Submit(std::move(task))) {
@@ -118,9 +124,11 @@ void OfferServiceImpl::Recommend(Call* call, const v1::RecommendRequest* request
                                  v1::RecommendResponse* response) {
   const auto start = std::chrono::steady_clock::now();
   if (!Admit(call, Rpc::kRecommend, start)) return;
-  Dispatch(call, Rpc::kRecommend, start, [this, call, request, response] {
-    return recommender_->Recommend(*request, response, absl::FromChrono(call->deadline()));
-  });
+  Dispatch(call, Rpc::kRecommend, start,
+           [this, call, request, response](OnWriteStall on_stall) {
+             return recommender_->Recommend(*request, response,
+                                            absl::FromChrono(call->deadline()), on_stall);
+           });
 }
 
 void OfferServiceImpl::ReportEvents(Call* call, const v1::ReportEventsRequest* request,
@@ -128,7 +136,9 @@ void OfferServiceImpl::ReportEvents(Call* call, const v1::ReportEventsRequest* r
   const auto start = std::chrono::steady_clock::now();
   if (!Admit(call, Rpc::kReportEvents, start)) return;
   Dispatch(call, Rpc::kReportEvents, start,
-           [this, request, response] { return events_->Apply(*request, response); });
+           [this, request, response](OnWriteStall on_stall) {
+             return events_->Apply(*request, response, on_stall);
+           });
 }
 
 grpc::Status AdminServiceImpl::Authorize(const grpc::ServerContext* context) const {

@@ -42,6 +42,10 @@ namespace offerd {
 // already waits (Call::BeforeInline): a thread that reads calls one by one would otherwise
 // find every call alone, compute them all itself with the pool idle, and stop reading under
 // load (measured at twice capacity: 3% of calls answered, the rest past their deadline).
+// Nor does an inline call wait for a RocksDB write stall (flushes or compactions behind), which
+// would stop the front end for as long: it writes with OnWriteStall::kFail, and a call whose
+// write would stall is dropped unrecorded and handed to the pool, where it runs again and may
+// wait (counted in offerd_write_stall_handoffs_total).
 class OfferServiceImpl {
  public:
   struct Options {
@@ -88,8 +92,10 @@ class OfferServiceImpl {
               std::chrono::steady_clock::time_point start, bool admitted);
   // Runs `work` (an admitted call) inline when the fast path allows it (see the class
   // comment), else on the pool, or inline without one; finishes the call with its status.
+  // `work` is told whether it may wait for a RocksDB write stall; it must start from a clean
+  // response, as a call whose inline run stalled is run again on the pool.
   void Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::time_point start,
-                std::function<absl::Status()> work);
+                std::function<absl::Status(OnWriteStall)> work);
 
   const Recommender* const recommender_;
   EventApplier* const events_;

@@ -23,6 +23,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "store/rocksdb_layout.h"
@@ -195,6 +196,28 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   return absl::InternalError(message);
 }
 
+constexpr absl::string_view kWriteStalledPayload = "type.offerd/write-stalled";
+
+rocksdb::WriteOptions ServingWriteOptions(OnWriteStall on_stall) {
+  rocksdb::WriteOptions options;  // WAL on
+  options.no_slowdown = on_stall == OnWriteStall::kFail;
+  return options;
+}
+
+// FromRocks() for a serving write: with OnWriteStall::kFail RocksDB answers a write it would
+// have delayed with Incomplete, which becomes the error IsWriteStalled() recognises.
+absl::Status FromServingWrite(const rocksdb::Status& s, absl::string_view what,
+                              OnWriteStall on_stall) {
+  if (on_stall == OnWriteStall::kFail && s.IsIncomplete()) {
+    absl::Status stalled = absl::UnavailableError(absl::StrCat(
+        what, ": write stalled (RocksDB is throttling writes while flushes or compactions catch "
+              "up); nothing was written"));
+    stalled.SetPayload(kWriteStalledPayload, absl::Cord());
+    return stalled;
+  }
+  return FromRocks(s, what);
+}
+
 // Resolves symbolic links in `path` (which must exist); "" when it cannot.
 std::string RealPath(const std::string& path) {
   char resolved[PATH_MAX];
@@ -232,6 +255,11 @@ absl::Status CheckIngestPath(const std::string& path, const std::string& allowed
 }
 
 }  // namespace
+
+bool IsWriteStalled(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable &&
+         status.GetPayload(kWriteStalledPayload).has_value();
+}
 
 RocksDbStore::~RocksDbStore() {
   if (db_) {
@@ -341,7 +369,7 @@ absl::StatusOr<UserFatigueRecord> RocksDbStore::GetUserFatigue(absl::string_view
 
 absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
                                            absl::string_view decision_id, int64_t now_ms,
-                                           const DecideFn& decide) {
+                                           const DecideFn& decide, OnWriteStall on_stall) {
   std::lock_guard<std::mutex> lock(UserLock(user_id));
   absl::StatusOr<UserFatigueRecord> record = ReadFatigue(user_id);
   if (!record.ok()) return record.status();
@@ -358,11 +386,12 @@ absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
     }
   }
   batch.Put(fatigue_, FatigueKey(user_id), EncodeUserFatigue(*record));
-  return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "fatigue write");
+  return FromServingWrite(db_->Write(ServingWriteOptions(on_stall), &batch), "fatigue write",
+                          on_stall);
 }
 
 absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
-    absl::Span<const UserEvent> events) {
+    absl::Span<const UserEvent> events, OnWriteStall on_stall) {
   std::lock_guard<std::mutex> events_lock(events_mu_);
   // Lock every involved user's stripe, in address order (no deadlock with DecideAndRecord,
   // which holds one stripe and never waits for another).
@@ -450,8 +479,8 @@ absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     runtimes.emplace(offer, runtime);
   }
   if (batch.Count() > 0) {
-    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);  // WAL on
-    if (!s.ok()) return FromRocks(s, "events write");
+    rocksdb::Status s = db_->Write(ServingWriteOptions(on_stall), &batch);
+    if (!s.ok()) return FromServingWrite(s, "events write", on_stall);
   }
   if (!runtimes.empty()) {
     std::unique_lock<std::shared_mutex> lock(offers_mu_);
@@ -696,6 +725,40 @@ absl::Status RocksDbStore::CompactFatigueForTesting() {
   // Rewrite every file (no trivial moves) so the compaction filter sees every key.
   options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   return FromRocks(db_->CompactRange(options, fatigue_, nullptr, nullptr), "compact fatigue");
+}
+
+absl::Status RocksDbStore::StopWritesForTesting() {
+  rocksdb::ColumnFamilyHandle* filler = handles_[0];  // the default family, unused otherwise
+  rocksdb::Status s = db_->SetOptions(
+      filler, {{"write_buffer_size", "65536"},
+               {"arena_block_size", "8192"},  // set at open from the default buffer size
+               {"max_write_buffer_number", "2"}});
+  if (!s.ok()) return FromRocks(s, "stop writes: set options");
+  if (s = db_->PauseBackgroundWork(); !s.ok()) return FromRocks(s, "stop writes: pause");
+  // Switch to a memtable of the small size now (the flush itself waits, paused).
+  rocksdb::FlushOptions flush;
+  flush.wait = false;
+  flush.allow_write_stall = true;
+  if (s = db_->Flush(flush, filler); !s.ok()) return FromRocks(s, "stop writes: switch");
+  // Fill memtables until RocksDB stops writes: two unflushed memtables reach the limit.
+  rocksdb::WriteOptions fail_fast;
+  fail_fast.no_slowdown = true;
+  const std::string value(1024, 'x');
+  for (int i = 0; i < 100000; ++i) {
+    s = db_->Put(fail_fast, filler, absl::StrCat("stall-filler-", i), value);
+    if (s.IsIncomplete()) return absl::OkStatus();
+    if (!s.ok()) return FromRocks(s, "stop writes: fill");
+  }
+  return absl::InternalError("stop writes: RocksDB still accepts writes");
+}
+
+absl::Status RocksDbStore::ResumeWritesForTesting() {
+  if (rocksdb::Status s = db_->ContinueBackgroundWork(); !s.ok()) {
+    return FromRocks(s, "resume writes");
+  }
+  rocksdb::FlushOptions flush;  // waits for the pending flushes
+  flush.allow_write_stall = true;
+  return FromRocks(db_->Flush(flush, handles_[0]), "resume writes: flush");
 }
 
 double RocksDbStore::BlockCacheHitRatio() const {

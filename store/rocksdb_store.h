@@ -31,6 +31,18 @@ class Statistics;
 
 namespace offerd {
 
+// What a serving write does when RocksDB is throttling writes (flushes or compactions have
+// fallen behind: RocksDB's "write stall", which delays a write by milliseconds or stops it
+// until a flush completes).
+enum class OnWriteStall {
+  kWait,  // wait until RocksDB takes the write (the default)
+  kFail,  // write nothing and return at once an error IsWriteStalled() recognises
+};
+
+// True for the error a write with OnWriteStall::kFail returns when RocksDB would have made it
+// wait (UNAVAILABLE, "... write stalled ...", with a payload this function checks).
+bool IsWriteStalled(const absl::Status& status);
+
 // Operator overrides and budget use of one offer, kept in memory and persisted in the
 // `offers` column family.
 struct OfferRuntime {
@@ -129,11 +141,14 @@ class RocksDbStore final : public FeatureStore {
   // record, calls `decide` with it, and records every offer id `decide` returns as shown at
   // now_ms (impression bucket + day count) together with a dedupe marker per (decision_id,
   // offer, IMPRESSION), so that the client's IMPRESSION for that decision is not counted
-  // again. `decide` must not call back into the store.
+  // again. `decide` must not call back into the store. With OnWriteStall::kFail, a write
+  // RocksDB would delay is not made: nothing is recorded and the error satisfies
+  // IsWriteStalled(), so the caller can run the whole decision again where waiting is allowed.
   using DecideFn = std::function<absl::Status(const UserFatigueRecord& fatigue,
                                               std::vector<std::string>* served_offer_ids)>;
   absl::Status DecideAndRecord(absl::string_view user_id, absl::string_view decision_id,
-                               int64_t now_ms, const DecideFn& decide);
+                               int64_t now_ms, const DecideFn& decide,
+                               OnWriteStall on_stall = OnWriteStall::kWait);
 
   struct ApplyStats {
     int64_t applied = 0;
@@ -145,7 +160,9 @@ class RocksDbStore final : public FeatureStore {
   // IMPRESSION -> impression bucket and day count (unless already counted for its decision);
   // DISMISS / REDEEM -> cooldown times; REDEEM also uses one unit of the offer's budget.
   // Events with a decision_id are applied at most once per (decision_id, offer_id, type).
-  absl::StatusOr<ApplyStats> ApplyEvents(absl::Span<const UserEvent> events);
+  // With OnWriteStall::kFail, a batch RocksDB would delay is not written (IsWriteStalled()).
+  absl::StatusOr<ApplyStats> ApplyEvents(absl::Span<const UserEvent> events,
+                                         OnWriteStall on_stall = OnWriteStall::kWait);
 
   // Runtime state of an offer (defaults when none was set).
   OfferRuntime GetOfferRuntime(absl::string_view offer_id) const;
@@ -173,6 +190,12 @@ class RocksDbStore final : public FeatureStore {
   absl::Status Flush();
   // Compacts the fatigue column family now (tests of the compaction filter).
   absl::Status CompactFatigueForTesting();
+  // Tests of write stalls: brings RocksDB into the state it is in when flushes fall behind
+  // (background work paused, the unused default column family's memtables full), so that
+  // every write stops; ResumeWritesForTesting() lets the flush run and returns once writes are
+  // accepted again. Serving data is untouched.
+  absl::Status StopWritesForTesting();
+  absl::Status ResumeWritesForTesting();
 
  private:
   RocksDbStore() = default;

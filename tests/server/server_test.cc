@@ -5,9 +5,12 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -16,6 +19,7 @@
 #include "offerd/v1/admin_service.grpc.pb.h"
 #include "offerd/v1/offer_service.grpc.pb.h"
 #include "server/clock.h"
+#include "server/metrics.h"
 #include "server/snapshot_manager.h"
 #include "store/rocksdb_store.h"
 #include "tests/test_util/bundle_writer.h"
@@ -341,6 +345,94 @@ TEST_F(ServerTest, FatigueExpiresByTheServersClockNotTheWallClock) {
   clock_.AdvanceMs(91 * kDayMs);  // past the 90-day retention, by the server's clock
   ASSERT_TRUE(store->CompactFatigueForTesting().ok());
   EXPECT_TRUE(store->GetUserFatigue("u00001")->empty());
+}
+
+
+bool WaitFor(const std::function<bool()>& predicate) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!predicate()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// A call alone in flight runs on the front end's only polling thread. A RocksDB write stall
+// must not stop that thread: the call is handed to a worker, which waits for RocksDB, while
+// the polling thread keeps answering; the call then completes and is recorded once.
+TEST_F(ServerTest, AWriteStallIsWaitedForByAWorkerNotByThePollingThread) {
+  StartServer();
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  const auto handoffs = [&](int n) {
+    return server_->metrics_registry().TextExposition().find(
+               "\nofferd_write_stall_handoffs_total " + std::to_string(n) + "\n") !=
+           std::string::npos;
+  };
+  ASSERT_TRUE(handoffs(0));
+  // Runs `start` (which starts one call and sets `done` when it ends) while writes are stopped.
+  const auto during_stall = [&](int handoffs_after, const std::function<void(std::atomic<bool>*)>& start) {
+    ASSERT_TRUE(server_->store()->StopWritesForTesting().ok());
+    struct ResumeOnFailure {  // a failed assertion must not leave the store stopped
+      RocksDbStore* store;
+      bool resumed = false;
+      ~ResumeOnFailure() {
+        if (!resumed) (void)store->ResumeWritesForTesting();
+      }
+    } resume{server_->store()};
+    std::atomic<bool> done{false};
+    start(&done);
+    ASSERT_TRUE(WaitFor([&] { return handoffs(handoffs_after); }));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&context, grpc::health::v1::HealthCheckRequest(), &response).ok());
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+    EXPECT_FALSE(done.load());  // its worker still waits for RocksDB
+    resume.resumed = true;
+    ASSERT_TRUE(server_->store()->ResumeWritesForTesting().ok());
+    ASSERT_TRUE(WaitFor([&] { return done.load(); }));
+  };
+
+  v1::ReportEventsRequest events;
+  v1::Event* dismiss = events.add_events();
+  dismiss->set_user_id("u00001");
+  dismiss->set_offer_id("o0001");
+  dismiss->set_type(v1::DISMISS);
+  dismiss->set_decision_id("d-1");
+  v1::ReportEventsResponse events_response;
+  grpc::Status events_status;
+  grpc::ClientContext events_context;
+  during_stall(1, [&](std::atomic<bool>* done) {
+    stub_->async()->ReportEvents(&events_context, &events, &events_response,
+                                 [&, done](grpc::Status s) {
+                                   events_status = std::move(s);
+                                   *done = true;
+                                 });
+  });
+  ASSERT_TRUE(events_status.ok()) << events_status.error_message();
+  EXPECT_EQ(events_response.accepted(), 1);
+  EXPECT_EQ(events_response.duplicates(), 0);
+
+  v1::RecommendRequest request = Request("u00003", 3);
+  v1::RecommendResponse response;
+  grpc::Status status;
+  grpc::ClientContext context;
+  during_stall(2, [&](std::atomic<bool>* done) {
+    stub_->async()->Recommend(&context, &request, &response, [&, done](grpc::Status s) {
+      status = std::move(s);
+      *done = true;
+    });
+  });
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.offers_size(), 3);
+  absl::StatusOr<UserFatigueRecord> fatigue = server_->store()->GetUserFatigue("u00003");
+  ASSERT_TRUE(fatigue.ok());
+  for (const v1::ScoredOffer& offer : response.offers()) {
+    ASSERT_NE(fatigue->Find(offer.offer_id()), nullptr) << offer.offer_id();
+    EXPECT_EQ(ImpressionsInWindow(*fatigue->Find(offer.offer_id()), clock_.NowMs(), 3600), 1)
+        << offer.offer_id() << " was recorded by the stalled inline run too";
+  }
+  EXPECT_EQ(DayStateOf(*fatigue, clock_.NowMs()).offers_served_today, 3);
 }
 
 }  // namespace

@@ -176,6 +176,44 @@ TEST_F(RocksDbStoreTest, ConcurrentDecisionsNeverExceedACap) {
             kCap);
 }
 
+TEST_F(RocksDbStoreTest, AStalledWriteFailsAtOnceWithNothingWrittenOrWaitsWhenAllowed) {
+  constexpr int64_t kNow = 1'790'000'000'000;
+  const auto serve_o1 = [](const UserFatigueRecord&, std::vector<std::string>* out) {
+    *out = {"o1"};
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(store_->StopWritesForTesting().ok());
+
+  absl::Status decided = store_->DecideAndRecord("u1", "dec-1", kNow, serve_o1, OnWriteStall::kFail);
+  EXPECT_TRUE(IsWriteStalled(decided)) << decided;
+  EXPECT_EQ(decided.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(decided.message().find("fatigue write: write stalled"), absl::string_view::npos)
+      << decided;
+  absl::StatusOr<RocksDbStore::ApplyStats> applied = store_->ApplyEvents(
+      {{"u1", "o2", EventKind::kDismiss, kNow, "dec-0", 0}}, OnWriteStall::kFail);
+  EXPECT_TRUE(IsWriteStalled(applied.status())) << applied.status();
+  ASSERT_TRUE(store_->GetUserFatigue("u1").ok());
+  EXPECT_TRUE(store_->GetUserFatigue("u1")->empty());  // nothing of either was recorded
+
+  // A write allowed to wait is taken once RocksDB catches up.
+  absl::Status waited = absl::UnknownError("not run");
+  std::thread writer([&] { waited = store_->DecideAndRecord("u1", "dec-2", kNow, serve_o1); });
+  ASSERT_TRUE(store_->ResumeWritesForTesting().ok());
+  writer.join();
+  EXPECT_TRUE(waited.ok()) << waited;
+  // And without a stall, a write that may not wait is an ordinary write.
+  applied = store_->ApplyEvents({{"u1", "o2", EventKind::kDismiss, kNow, "dec-0", 0}},
+                                OnWriteStall::kFail);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->applied, 1);
+  absl::StatusOr<UserFatigueRecord> fatigue = store_->GetUserFatigue("u1");
+  ASSERT_TRUE(fatigue.ok());
+  ASSERT_NE(fatigue->Find("o1"), nullptr);
+  EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o1"), kNow, 3600), 1);
+  ASSERT_NE(fatigue->Find("o2"), nullptr);
+  EXPECT_FALSE(IsWriteStalled(absl::UnavailableError("fatigue write: write stalled")));
+}
+
 TEST_F(RocksDbStoreTest, RedeemUsesBudgetAndOverridesPersist) {
   ASSERT_TRUE(store_->ApplyEvents({{"u1", "o7", EventKind::kRedeem, 5000, "", 0},
                                    {"u2", "o7", EventKind::kRedeem, 6000, "", 0}})

@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -155,13 +154,6 @@ int main(int argc, char** argv) {
     return Fail("--worker_threads must be in [0, 256] (0 = one per core)");
   }
   options.max_inline_calls = absl::GetFlag(FLAGS_max_inline_calls);
-  // The admin port is served by the front end's polling thread through gRPC's one epoll set
-  // (server/server.cc): other polling engines would leave it unread.
-  if (const char* engine = std::getenv("GRPC_POLL_STRATEGY");
-      engine != nullptr && std::strcmp(engine, "epoll1") != 0 && std::strcmp(engine, "all") != 0) {
-    return Fail(absl::StrCat("GRPC_POLL_STRATEGY=", engine,
-                             ": offerd needs gRPC's epoll1 engine (unset it or set epoll1)"));
-  }
   if (options.max_inline_calls < 0 || options.max_inline_calls > 1) {
     return Fail(
         "--max_inline_calls must be 0 or 1 (one thread receives every call; while it computes "

@@ -7,6 +7,8 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from offerd.v1 import admin_service_pb2 as admin_pb
+from offerd.v1 import admin_service_pb2_grpc
 from offerd.v1 import offer_service_pb2 as pb
 from offerd.v1 import offer_service_pb2_grpc
 from tests.e2e.offerd_process import run_offerd_expect_exit, start_offerd
@@ -89,4 +91,18 @@ def test_a_polling_engine_other_than_epoll1_is_refused(world, tmp_path, monkeypa
                                      f"--db_path={tmp_path / 'db'}", "--listen=127.0.0.1:0",
                                      "--admin_listen=127.0.0.1:0"])
     assert result.returncode != 0
-    assert "GRPC_POLL_STRATEGY=poll: offerd needs gRPC's epoll1 engine" in result.stderr
+    assert ('gRPC runs its "poll" polling engine (GRPC_POLL_STRATEGY=poll): offerd needs epoll1'
+            in result.stderr)
+
+
+def test_the_all_engine_list_is_accepted_as_it_starts_with_epoll1(world, tmp_path, monkeypatch):
+    # offerd checks the engine gRPC actually runs, not the variable's spelling.
+    monkeypatch.setenv("GRPC_POLL_STRATEGY", "all")
+    proc = start_offerd(tmp_path, world["snapshot_root"], tmp_path / "db")
+    try:
+        stub = offer_service_pb2_grpc.OfferServiceStub(proc.channel())
+        assert len(_recommend(stub, world["users"][0]["user_id"]).offers) == 3
+        admin = admin_service_pb2_grpc.AdminServiceStub(proc.channel(admin=True))
+        assert admin.GetStatus(admin_pb.GetStatusRequest(), timeout=10).current.version
+    finally:
+        assert proc.stop() == 0

@@ -54,8 +54,9 @@ class Recommender {
 
   // Fills `response`. INVALID_ARGUMENT for bad input, UNAVAILABLE when no bundle is loaded,
   // INTERNAL for storage or index failures. With OnWriteStall::kFail, a decision whose record
-  // RocksDB would delay is dropped unrecorded and unlogged: the error satisfies
-  // IsWriteStalled() and the call can be run again where waiting is allowed.
+  // would have to wait is dropped, neither recorded, logged nor counted as a decision (its
+  // stage timings, work that did happen, are kept): the error satisfies IsWriteStalled() and
+  // the call can be run again where waiting is allowed.
   absl::Status Recommend(const v1::RecommendRequest& request, v1::RecommendResponse* response,
                          absl::Time deadline = absl::InfiniteFuture(),
                          OnWriteStall on_stall = OnWriteStall::kWait) const;

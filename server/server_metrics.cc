@@ -89,8 +89,9 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
       &registry
            ->AddCounter(MetricInfo(
                "offerd_write_stall_handoffs_total",
-               "Calls begun inline on the polling thread that met a RocksDB write stall and were "
-               "handed to the worker pool to run again (the polling thread never waits for one)."))
+               "Calls begun inline on the polling thread whose write would have waited (a RocksDB "
+               "write stall, or a store lock held by another writer) and that were handed to the "
+               "worker pool to run again: the polling thread never waits for either."))
            .Get();
   CounterFamily& events = registry->AddCounter(MetricInfo(
       "offerd_events_total", "ReportEvents events by type and outcome.", {"type", "outcome"}));

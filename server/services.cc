@@ -75,21 +75,21 @@ void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::
            queued_.load(std::memory_order_acquire) == 0;
   };
   if (alone() && (call->BeforeInline(), alone())) {
-    if (metrics_ != nullptr) metrics_->dispatched_inline().Increment();
     absl::Status status = work(OnWriteStall::kFail);
     if (!IsWriteStalled(status)) {
+      if (metrics_ != nullptr) metrics_->dispatched_inline().Increment();
       Finish(rpc, call, status, start, true);
       return;
     }
     // Nothing was recorded: run it again on the pool, where it may wait for RocksDB.
     if (metrics_ != nullptr) metrics_->write_stall_handoffs().Increment();
-  } else if (metrics_ != nullptr) {
-    metrics_->dispatched_worker().Increment();
   }
+  if (metrics_ != nullptr) metrics_->dispatched_worker().Increment();
   // The call, its request and its response stay valid until it is replied to.
-  auto task = [this, call, rpc, start, work = std::move(work)] {
+  const auto queued_at = std::chrono::steady_clock::now();
+  auto task = [this, call, rpc, start, queued_at, work = std::move(work)] {
     queued_.fetch_sub(1, std::memory_order_relaxed);
-    const auto waited = std::chrono::steady_clock::now() - start;
+    const auto waited = std::chrono::steady_clock::now() - queued_at;
     if (metrics_ != nullptr) {
       metrics_->queue_wait().Observe(std::chrono::duration<double>(waited).count());
     }

@@ -42,10 +42,10 @@ namespace offerd {
 // already waits (Call::BeforeInline): a thread that reads calls one by one would otherwise
 // find every call alone, compute them all itself with the pool idle, and stop reading under
 // load (measured at twice capacity: 3% of calls answered, the rest past their deadline).
-// Nor does an inline call wait for a RocksDB write stall (flushes or compactions behind), which
-// would stop the front end for as long: it writes with OnWriteStall::kFail, and a call whose
-// write would stall is dropped unrecorded and handed to the pool, where it runs again and may
-// wait (counted in offerd_write_stall_handoffs_total).
+// Nor does an inline call wait for a RocksDB write stall (flushes or compactions behind), or for
+// a store lock held by a writer caught in one, which would stop the front end for as long: it
+// writes with OnWriteStall::kFail, and a call whose write would wait is dropped unrecorded and
+// handed to the pool, where it runs again and may wait (offerd_write_stall_handoffs_total).
 class OfferServiceImpl {
  public:
   struct Options {

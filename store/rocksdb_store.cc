@@ -204,16 +204,21 @@ rocksdb::WriteOptions ServingWriteOptions(OnWriteStall on_stall) {
   return options;
 }
 
+// The error IsWriteStalled() recognises.
+absl::Status WriteStalledError(absl::string_view what, absl::string_view why) {
+  absl::Status stalled = absl::UnavailableError(
+      absl::StrCat(what, ": write stalled (", why, "); nothing was written"));
+  stalled.SetPayload(kWriteStalledPayload, absl::Cord());
+  return stalled;
+}
+
 // FromRocks() for a serving write: with OnWriteStall::kFail RocksDB answers a write it would
 // have delayed with Incomplete, which becomes the error IsWriteStalled() recognises.
 absl::Status FromServingWrite(const rocksdb::Status& s, absl::string_view what,
                               OnWriteStall on_stall) {
   if (on_stall == OnWriteStall::kFail && s.IsIncomplete()) {
-    absl::Status stalled = absl::UnavailableError(absl::StrCat(
-        what, ": write stalled (RocksDB is throttling writes while flushes or compactions catch "
-              "up); nothing was written"));
-    stalled.SetPayload(kWriteStalledPayload, absl::Cord());
-    return stalled;
+    return WriteStalledError(
+        what, "RocksDB is throttling writes while flushes or compactions catch up");
   }
   return FromRocks(s, what);
 }
@@ -370,7 +375,12 @@ absl::StatusOr<UserFatigueRecord> RocksDbStore::GetUserFatigue(absl::string_view
 absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
                                            absl::string_view decision_id, int64_t now_ms,
                                            const DecideFn& decide, OnWriteStall on_stall) {
-  std::lock_guard<std::mutex> lock(UserLock(user_id));
+  std::unique_lock<std::mutex> lock(UserLock(user_id), std::defer_lock);
+  if (on_stall == OnWriteStall::kWait) {
+    lock.lock();
+  } else if (!lock.try_lock()) {
+    return WriteStalledError("fatigue write", "another writer holds the user's lock");
+  }
   absl::StatusOr<UserFatigueRecord> record = ReadFatigue(user_id);
   if (!record.ok()) return record.status();
   thread_local std::vector<std::string> served;
@@ -392,18 +402,31 @@ absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
 
 absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     absl::Span<const UserEvent> events, OnWriteStall on_stall) {
-  std::lock_guard<std::mutex> events_lock(events_mu_);
+  std::unique_lock<std::mutex> events_lock(events_mu_, std::defer_lock);
+  if (on_stall == OnWriteStall::kWait) {
+    events_lock.lock();
+  } else if (!events_lock.try_lock()) {
+    return WriteStalledError("events write", "another writer holds the events lock");
+  }
   // Lock every involved user's stripe, in address order (no deadlock with DecideAndRecord,
   // which holds one stripe and never waits for another).
   std::set<std::mutex*> stripes;
   for (const UserEvent& e : events) stripes.insert(&UserLock(e.user_id));
-  for (std::mutex* m : stripes) m->lock();
+  std::vector<std::mutex*> locked;
   struct Unlock {
-    std::set<std::mutex*>& stripes;
+    std::vector<std::mutex*>& locked;
     ~Unlock() {
-      for (std::mutex* m : stripes) m->unlock();
+      for (std::mutex* m : locked) m->unlock();
     }
-  } unlock{stripes};
+  } unlock{locked};
+  for (std::mutex* m : stripes) {
+    if (on_stall == OnWriteStall::kWait) {
+      m->lock();
+    } else if (!m->try_lock()) {
+      return WriteStalledError("events write", "another writer holds a user's lock");
+    }
+    locked.push_back(m);
+  }
 
   ApplyStats stats;
   stats.duplicate.assign(events.size(), false);
@@ -729,17 +752,26 @@ absl::Status RocksDbStore::CompactFatigueForTesting() {
 
 absl::Status RocksDbStore::StopWritesForTesting() {
   rocksdb::ColumnFamilyHandle* filler = handles_[0];  // the default family, unused otherwise
-  rocksdb::Status s = db_->SetOptions(
-      filler, {{"write_buffer_size", "65536"},
-               {"arena_block_size", "8192"},  // set at open from the default buffer size
-               {"max_write_buffer_number", "2"}});
+  const rocksdb::ColumnFamilyOptions before = db_->GetOptions(filler);
+  stop_writes_restore_ = {  // set back by ResumeWritesForTesting()
+      {"write_buffer_size", std::to_string(before.write_buffer_size)},
+      {"arena_block_size", std::to_string(before.arena_block_size)},
+      {"max_write_buffer_number", std::to_string(before.max_write_buffer_number)}};
+  rocksdb::Status s = db_->SetOptions(filler, {{"write_buffer_size", "65536"},
+                                               // set at open from the default buffer size
+                                               {"arena_block_size", "8192"},
+                                               {"max_write_buffer_number", "2"}});
   if (!s.ok()) return FromRocks(s, "stop writes: set options");
   if (s = db_->PauseBackgroundWork(); !s.ok()) return FromRocks(s, "stop writes: pause");
+  const auto fail = [&](absl::Status status) {
+    (void)ResumeWritesForTesting();  // never leave the database paused
+    return status;
+  };
   // Switch to a memtable of the small size now (the flush itself waits, paused).
   rocksdb::FlushOptions flush;
   flush.wait = false;
   flush.allow_write_stall = true;
-  if (s = db_->Flush(flush, filler); !s.ok()) return FromRocks(s, "stop writes: switch");
+  if (s = db_->Flush(flush, filler); !s.ok()) return fail(FromRocks(s, "stop writes: switch"));
   // Fill memtables until RocksDB stops writes: two unflushed memtables reach the limit.
   rocksdb::WriteOptions fail_fast;
   fail_fast.no_slowdown = true;
@@ -747,9 +779,9 @@ absl::Status RocksDbStore::StopWritesForTesting() {
   for (int i = 0; i < 100000; ++i) {
     s = db_->Put(fail_fast, filler, absl::StrCat("stall-filler-", i), value);
     if (s.IsIncomplete()) return absl::OkStatus();
-    if (!s.ok()) return FromRocks(s, "stop writes: fill");
+    if (!s.ok()) return fail(FromRocks(s, "stop writes: fill"));
   }
-  return absl::InternalError("stop writes: RocksDB still accepts writes");
+  return fail(absl::InternalError("stop writes: RocksDB still accepts writes"));
 }
 
 absl::Status RocksDbStore::ResumeWritesForTesting() {
@@ -758,7 +790,10 @@ absl::Status RocksDbStore::ResumeWritesForTesting() {
   }
   rocksdb::FlushOptions flush;  // waits for the pending flushes
   flush.allow_write_stall = true;
-  return FromRocks(db_->Flush(flush, handles_[0]), "resume writes: flush");
+  if (rocksdb::Status s = db_->Flush(flush, handles_[0]); !s.ok()) {
+    return FromRocks(s, "resume writes: flush");
+  }
+  return FromRocks(db_->SetOptions(handles_[0], stop_writes_restore_), "resume writes: options");
 }
 
 double RocksDbStore::BlockCacheHitRatio() const {

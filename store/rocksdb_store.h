@@ -10,6 +10,7 @@
 #include <shared_mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -31,16 +32,17 @@ class Statistics;
 
 namespace offerd {
 
-// What a serving write does when RocksDB is throttling writes (flushes or compactions have
-// fallen behind: RocksDB's "write stall", which delays a write by milliseconds or stops it
-// until a flush completes).
+// What a serving write does when it would have to wait: RocksDB throttling writes (flushes or
+// compactions have fallen behind: RocksDB's "write stall", which delays a write by
+// milliseconds or stops it until a flush completes), or another writer holding a lock it needs
+// (an admin call writing during such a stall, say).
 enum class OnWriteStall {
-  kWait,  // wait until RocksDB takes the write (the default)
+  kWait,  // wait until it can write (the default)
   kFail,  // write nothing and return at once an error IsWriteStalled() recognises
 };
 
-// True for the error a write with OnWriteStall::kFail returns when RocksDB would have made it
-// wait (UNAVAILABLE, "... write stalled ...", with a payload this function checks).
+// True for the error a write with OnWriteStall::kFail returns when it would have had to wait
+// (UNAVAILABLE, "... write stalled ...", with a payload this function checks).
 bool IsWriteStalled(const absl::Status& status);
 
 // Operator overrides and budget use of one offer, kept in memory and persisted in the
@@ -192,8 +194,9 @@ class RocksDbStore final : public FeatureStore {
   absl::Status CompactFatigueForTesting();
   // Tests of write stalls: brings RocksDB into the state it is in when flushes fall behind
   // (background work paused, the unused default column family's memtables full), so that
-  // every write stops; ResumeWritesForTesting() lets the flush run and returns once writes are
-  // accepted again. Serving data is untouched.
+  // every write stops (a failure leaves nothing paused); ResumeWritesForTesting() lets the flush
+  // run, sets the options back and returns once writes are accepted again. Serving data is
+  // untouched.
   absl::Status StopWritesForTesting();
   absl::Status ResumeWritesForTesting();
 
@@ -225,6 +228,9 @@ class RocksDbStore final : public FeatureStore {
   mutable std::array<std::mutex, 256> user_locks_;
   // Serialises event batches (they may touch many users and offers) and offer overrides.
   std::mutex events_mu_;
+
+  // The options StopWritesForTesting() changed, to set back.
+  std::unordered_map<std::string, std::string> stop_writes_restore_;
 
   mutable std::shared_mutex offers_mu_;
   absl::flat_hash_map<std::string, OfferRuntime> offer_runtime_ ABSL_GUARDED_BY(offers_mu_);

@@ -1,5 +1,6 @@
 #include "store/rocksdb_store.h"
 
+#include <chrono>
 #include <cmath>
 #include <atomic>
 #include <fstream>
@@ -25,6 +26,19 @@ std::unique_ptr<RocksDbStore> OpenStore(const std::string& path) {
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(*store) : nullptr;
 }
+
+// Joins a writer thread caught in stopped writes, resuming them first, also when an assertion
+// failed before the test did so itself.
+struct JoinAfterResume {
+  std::thread& thread;
+  RocksDbStore* store;
+  ~JoinAfterResume() {
+    if (thread.joinable()) {
+      (void)store->ResumeWritesForTesting();
+      thread.join();
+    }
+  }
+};
 
 class RocksDbStoreTest : public ::testing::Test {
  protected:
@@ -195,11 +209,25 @@ TEST_F(RocksDbStoreTest, AStalledWriteFailsAtOnceWithNothingWrittenOrWaitsWhenAl
   ASSERT_TRUE(store_->GetUserFatigue("u1").ok());
   EXPECT_TRUE(store_->GetUserFatigue("u1")->empty());  // nothing of either was recorded
 
-  // A write allowed to wait is taken once RocksDB catches up.
+  // A write allowed to wait waits, and is taken once RocksDB catches up.
   absl::Status waited = absl::UnknownError("not run");
-  std::thread writer([&] { waited = store_->DecideAndRecord("u1", "dec-2", kNow, serve_o1); });
+  std::atomic<bool> at_write{false}, returned{false};
+  std::thread writer([&] {
+    waited = store_->DecideAndRecord("u1", "dec-2", kNow,
+                                     [&](const UserFatigueRecord& f, std::vector<std::string>* out) {
+                                       at_write = true;
+                                       return serve_o1(f, out);
+                                     });
+    returned = true;
+  });
+  JoinAfterResume join{writer, store_.get()};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!at_write && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(at_write);  // it has decided, and is now at its write
+  EXPECT_FALSE(returned) << "a write was taken while RocksDB stopped writes";
   ASSERT_TRUE(store_->ResumeWritesForTesting().ok());
   writer.join();
+  EXPECT_TRUE(returned);
   EXPECT_TRUE(waited.ok()) << waited;
   // And without a stall, a write that may not wait is an ordinary write.
   applied = store_->ApplyEvents({{"u1", "o2", EventKind::kDismiss, kNow, "dec-0", 0}},
@@ -212,6 +240,44 @@ TEST_F(RocksDbStoreTest, AStalledWriteFailsAtOnceWithNothingWrittenOrWaitsWhenAl
   EXPECT_EQ(ImpressionsInWindow(*fatigue->Find("o1"), kNow, 3600), 1);
   ASSERT_NE(fatigue->Find("o2"), nullptr);
   EXPECT_FALSE(IsWriteStalled(absl::UnavailableError("fatigue write: write stalled")));
+}
+
+TEST_F(RocksDbStoreTest, AWriteThatMayNotWaitDoesNotWaitForAnotherWritersLocks) {
+  constexpr int64_t kNow = 1'790'000'000'000;
+  ASSERT_TRUE(store_->StopWritesForTesting().ok());
+  // A writer allowed to wait blocks in RocksDB holding the events lock and u1's lock.
+  absl::Status waited = absl::UnknownError("not run");
+  std::thread writer([&] {
+    waited = store_->ApplyEvents({{"u1", "o1", EventKind::kDismiss, kNow, "", 0}}).status();
+  });
+  JoinAfterResume join{writer, store_.get()};
+  const auto fails_because = [&](absl::string_view why, const auto& write) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const absl::Status s = write();
+      EXPECT_TRUE(IsWriteStalled(s)) << s;  // never waits, never writes
+      if (s.message().find(why) != absl::string_view::npos) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(fails_because("another writer holds the events lock", [&] {
+    return store_->ApplyEvents({{"u2", "o1", EventKind::kDismiss, kNow, "", 0}}, OnWriteStall::kFail)
+        .status();
+  }));
+  EXPECT_TRUE(fails_because("another writer holds the user's lock", [&] {
+    return store_->DecideAndRecord(
+        "u1", "dec-1", kNow,
+        [](const UserFatigueRecord&, std::vector<std::string>* out) {
+          *out = {"o2"};
+          return absl::OkStatus();
+        },
+        OnWriteStall::kFail);
+  }));
+  ASSERT_TRUE(store_->ResumeWritesForTesting().ok());
+  writer.join();
+  EXPECT_TRUE(waited.ok()) << waited;
+  EXPECT_EQ(store_->GetUserFatigue("u1")->Find("o2"), nullptr);
+  EXPECT_TRUE(store_->GetUserFatigue("u2")->empty());
 }
 
 TEST_F(RocksDbStoreTest, RedeemUsesBudgetAndOverridesPersist) {

@@ -9,7 +9,8 @@
 
 #include <vector>
 
-// HealthWatchCall deletes itself when its request fails without waiting for the done tag,
+// OfferCall and HealthWatchCall delete themselves when a request fails without waiting for the
+// done tag,
 // which gRPC 1.51 never delivers then (grpc/grpc#10136, a TODO in server_context.h). Re-check
 // that before moving to another gRPC.
 static_assert(GRPC_CPP_VERSION_MAJOR == 1 && GRPC_CPP_VERSION_MINOR == 51,
@@ -40,8 +41,22 @@ class Operation {
   ~Operation() = default;
 };
 
+// A call's done tag (ServerContext::AsyncNotifyWhenDone): the call is over (replied to,
+// cancelled by the client, past its deadline); tells its owner, on the polling thread.
+template <typename Owner>
+class DoneTag final : public Operation {
+ public:
+  explicit DoneTag(Owner* owner) : owner_(owner) {}
+  void Proceed(bool /*ok*/) override { owner_->OnDone(); }
+
+ private:
+  Owner* const owner_;
+};
+
 // One unary OfferService call: requested, then handed to OfferServiceImpl, then replied to
-// (from the polling thread or a worker), then deleted when gRPC reports the reply done.
+// (from the polling thread or a worker), then deleted once gRPC has reported both the reply
+// done and the call over (the done tag, which also tells a call still queued for a worker
+// that its client cancelled: the worker then skips it).
 template <typename Request, typename Response>
 class OfferCall final : public Operation, public OfferServiceImpl::Call {
  public:
@@ -53,19 +68,24 @@ class OfferCall final : public Operation, public OfferServiceImpl::Call {
 
   static void Listen(AsyncFrontend* frontend, RequestFn request_fn, HandleFn handle_fn) {
     auto* call = new OfferCall(frontend, request_fn, handle_fn);
+    call->context_.AsyncNotifyWhenDone(&call->done_);
     (frontend->offer_service_.*request_fn)(&call->context_, &call->request_, &call->responder_,
                                           frontend->cq_.get(), frontend->cq_.get(), call);
   }
 
   void Proceed(bool ok) override {
-    if (replied_) {  // the reply went out (or the call was gone): nothing refers to us now
+    if (replied_) {  // the reply went out (or the call was gone)
+      reply_done_ = true;
+      MaybeDelete();
+      return;
+    }
+    if (!ok) {
+      // The server is shutting down: no call was delivered, hence no done tag to wait for
+      // (gRPC 1.51 starts the done notification only for a delivered call, grpc/grpc#10136).
       delete this;
       return;
     }
-    if (!ok) {  // the server is shutting down: no call was delivered
-      delete this;
-      return;
-    }
+    pending_done_ = true;
     Listen(frontend_, request_fn_, handle_fn_);  // keep a request posted for the next call
     // Set before handing over: the reply may be sent from a worker at once, and its tag comes
     // back to this thread, which is busy here until we return.
@@ -87,10 +107,28 @@ class OfferCall final : public Operation, public OfferServiceImpl::Call {
     }
   }
 
+  bool cancelled() const override { return cancelled_.load(std::memory_order_acquire); }
+
  private:
+  friend class DoneTag<OfferCall>;
+
   OfferCall(AsyncFrontend* frontend, RequestFn request_fn, HandleFn handle_fn)
-      : frontend_(frontend), request_fn_(request_fn), handle_fn_(handle_fn) {}
+      : frontend_(frontend), request_fn_(request_fn), handle_fn_(handle_fn), done_(this) {}
   ~OfferCall() = default;
+
+  // Polling thread, like every Proceed.
+  void OnDone() {
+    if (context_.IsCancelled()) {
+      cancelled_.store(true, std::memory_order_release);
+      frontend_->calls_cancelled_.fetch_add(1, std::memory_order_relaxed);
+    }
+    pending_done_ = false;
+    MaybeDelete();
+  }
+
+  void MaybeDelete() {
+    if (reply_done_ && !pending_done_) delete this;
+  }
 
   AsyncFrontend* const frontend_;
   const RequestFn request_fn_;
@@ -99,7 +137,11 @@ class OfferCall final : public Operation, public OfferServiceImpl::Call {
   Request request_;
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> responder_{&context_};
-  bool replied_ = false;
+  DoneTag<OfferCall> done_;
+  bool replied_ = false;       // handed to OfferServiceImpl, which replies exactly once
+  bool reply_done_ = false;    // the reply's tag came back
+  bool pending_done_ = false;  // the done tag has yet to come back
+  std::atomic<bool> cancelled_{false};  // read by the worker that runs the call
 };
 
 // grpc.health.v1.Health/Check, answered on the polling thread.
@@ -201,15 +243,7 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
  private:
   enum class State { kRequested, kWriting, kEnding };
 
-  // The done tag: the call is over (the client left, or it was finished).
-  class Done final : public Operation {
-   public:
-    explicit Done(HealthWatchCall* call) : call_(call) {}
-    void Proceed(bool /*ok*/) override { call_->OnDone(); }
-
-   private:
-    HealthWatchCall* const call_;
-  };
+  friend class DoneTag<HealthWatchCall>;
 
   explicit HealthWatchCall(AsyncFrontend* frontend) : frontend_(frontend), done_(this) {}
   ~HealthWatchCall() {
@@ -287,7 +321,7 @@ class HealthWatchCall final : public Operation, public AsyncFrontend::Watcher {
   HealthCheckRequest request_;
   HealthCheckResponse response_;
   grpc::ServerAsyncWriter<HealthCheckResponse> writer_{&context_};
-  Done done_;
+  DoneTag<HealthWatchCall> done_;
   State state_ = State::kRequested;
   HealthCheckResponse::ServingStatus sent_ = HealthCheckResponse::UNKNOWN;
   bool counted_ = false;

@@ -70,6 +70,10 @@ class AsyncFrontend {
   // Shuts the completion queue down, drains it and joins the thread. Idempotent.
   void Shutdown();
 
+  // OfferService calls that gRPC reported cancelled (by the client, or past their deadline)
+  // before they were replied to. Thread-safe.
+  int64_t calls_cancelled() const { return calls_cancelled_.load(std::memory_order_relaxed); }
+
   // Watch calls alive (streaming, parked or ending). Thread-safe.
   int watch_calls() const {
     std::lock_guard<std::mutex> lock(watchers_mu_);
@@ -110,6 +114,7 @@ class AsyncFrontend {
   std::thread thread_;
   std::atomic<bool> serving_{false};
   std::atomic<bool> shutting_down_{false};
+  std::atomic<int64_t> calls_cancelled_{0};
   bool stopped_ = false;
   mutable std::mutex watchers_mu_;
   std::unordered_set<Watcher*> watchers_;  // guarded by watchers_mu_

@@ -67,10 +67,15 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
                                           "OfferService calls being worked on."))
                     .Get();
   CounterFamily& shed = registry->AddCounter(MetricInfo(
-      "offerd_requests_shed_total", "Calls refused without work, by reason.", {"reason"}));
+      "offerd_requests_shed_total",
+      "Admitted or arriving calls answered without work, by reason: 'overload' (beyond "
+      "--max_in_flight), 'deadline' (passed before work), 'queue_timeout' (waited longer than "
+      "--max_queue_wait_ms for a worker), 'cancelled' (the client cancelled it while queued).",
+      {"reason"}));
   shed_overload_ = &shed.WithLabels({"overload"});
   shed_deadline_ = &shed.WithLabels({"deadline"});
   shed_queue_timeout_ = &shed.WithLabels({"queue_timeout"});
+  shed_cancelled_ = &shed.WithLabels({"cancelled"});
   queue_wait_ = &registry
                      ->AddHistogram(MetricInfo("offerd_queue_wait_seconds",
                                                "Time an admitted OfferService call handed to the "
@@ -81,18 +86,13 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
       MetricInfo("offerd_dispatched_total",
                  "Admitted OfferService calls by where they ran: 'inline' on the polling thread "
                  "that received them (a call alone in flight, see --max_inline_calls), 'worker' "
-                 "on the worker pool.",
+                 "on the worker pool, 'inline_stalled' begun inline but rerun on the worker pool "
+                 "because its write would have waited (a RocksDB write stall, or a store lock "
+                 "held by another writer): the polling thread never waits for either.",
                  {"path"}));
   dispatched_inline_ = &dispatched.WithLabels({"inline"});
   dispatched_worker_ = &dispatched.WithLabels({"worker"});
-  write_stall_handoffs_ =
-      &registry
-           ->AddCounter(MetricInfo(
-               "offerd_write_stall_handoffs_total",
-               "Calls begun inline on the polling thread whose write would have waited (a RocksDB "
-               "write stall, or a store lock held by another writer) and that were handed to the "
-               "worker pool to run again: the polling thread never waits for either."))
-           .Get();
+  dispatched_inline_stalled_ = &dispatched.WithLabels({"inline_stalled"});
   CounterFamily& events = registry->AddCounter(MetricInfo(
       "offerd_events_total", "ReportEvents events by type and outcome.", {"type", "outcome"}));
   for (int kind = 1; kind <= 5; ++kind) {

@@ -38,12 +38,13 @@ class ServerMetrics {
   Counter& shed_overload() { return *shed_overload_; }
   Counter& shed_deadline() { return *shed_deadline_; }
   Counter& shed_queue_timeout() { return *shed_queue_timeout_; }
+  Counter& shed_cancelled() { return *shed_cancelled_; }
   // Time an admitted OfferService call handed to the worker pool waited for a worker thread.
   Histogram& queue_wait() { return *queue_wait_; }
   // Admitted OfferService calls by where they ran: inline on the polling thread, or on a worker.
   Counter& dispatched_inline() { return *dispatched_inline_; }
   Counter& dispatched_worker() { return *dispatched_worker_; }
-  Counter& write_stall_handoffs() { return *write_stall_handoffs_; }
+  Counter& dispatched_inline_stalled() { return *dispatched_inline_stalled_; }
   // Events by type (EventKind 1..5) and outcome.
   Counter& event(int kind, int outcome) { return *events_[kind][outcome]; }
   static constexpr int kAccepted = 0, kDuplicate = 1, kRejected = 2;
@@ -71,10 +72,11 @@ class ServerMetrics {
   Counter* shed_overload_ = nullptr;
   Counter* shed_deadline_ = nullptr;
   Counter* shed_queue_timeout_ = nullptr;
+  Counter* shed_cancelled_ = nullptr;
   Histogram* queue_wait_ = nullptr;
   Counter* dispatched_inline_ = nullptr;
   Counter* dispatched_worker_ = nullptr;
-  Counter* write_stall_handoffs_ = nullptr;
+  Counter* dispatched_inline_stalled_ = nullptr;
   std::array<std::array<Counter*, 3>, 6> events_{};
   Counter* candidates_retrieved_ = nullptr;
   Counter* offers_served_ = nullptr;

@@ -82,9 +82,10 @@ void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::
       return;
     }
     // Nothing was recorded: run it again on the pool, where it may wait for RocksDB.
-    if (metrics_ != nullptr) metrics_->write_stall_handoffs().Increment();
+    if (metrics_ != nullptr) metrics_->dispatched_inline_stalled().Increment();
+  } else if (metrics_ != nullptr) {
+    metrics_->dispatched_worker().Increment();
   }
-  if (metrics_ != nullptr) metrics_->dispatched_worker().Increment();
   // The call, its request and its response stay valid until it is replied to.
   const auto queued_at = std::chrono::steady_clock::now();
   auto task = [this, call, rpc, start, queued_at, work = std::move(work)] {
@@ -109,6 +110,11 @@ void OfferServiceImpl::Dispatch(Call* call, Rpc rpc, std::chrono::steady_clock::
       if (metrics_ != nullptr) metrics_->shed_deadline().Increment();
       Finish(rpc, call, absl::DeadlineExceededError("deadline passed while queued"), start,
              true);
+      return;
+    }
+    if (call->cancelled()) {  // a hedged request answered elsewhere, a client that gave up
+      if (metrics_ != nullptr) metrics_->shed_cancelled().Increment();
+      Finish(rpc, call, absl::CancelledError("cancelled by the client while queued"), start, true);
       return;
     }
     Finish(rpc, call, work(OnWriteStall::kWait), start, true);

@@ -45,7 +45,8 @@ namespace offerd {
 // Nor does an inline call wait for a RocksDB write stall (flushes or compactions behind), or for
 // a store lock held by a writer caught in one, which would stop the front end for as long: it
 // writes with OnWriteStall::kFail, and a call whose write would wait is dropped unrecorded and
-// handed to the pool, where it runs again and may wait (offerd_write_stall_handoffs_total).
+// handed to the pool, where it runs again and may wait
+// (offerd_dispatched_total{path="inline_stalled"}).
 class OfferServiceImpl {
  public:
   struct Options {
@@ -67,6 +68,9 @@ class OfferServiceImpl {
     // the events already waiting for that thread (they may be calls, which are admitted), so
     // that a call is only computed inline when the server really is idle.
     virtual void BeforeInline() {}
+    // True once the client has cancelled the call or gone away (known to the front end while
+    // the call waits for a worker). Thread-safe.
+    virtual bool cancelled() const { return false; }
 
    protected:
     ~Call() = default;

@@ -98,7 +98,7 @@ class AdmissionTest : public ::testing::Test {
     options.pool = pool_.get();
     options.max_queue_wait = max_queue_wait;
     options.max_inline = 0;  // a lone call would reach the null recommender
-    service_ = std::make_unique<OfferServiceImpl>(nullptr, nullptr, nullptr, options);
+    service_ = std::make_unique<OfferServiceImpl>(nullptr, nullptr, &metrics_, options);
     frontend_ = std::make_unique<AsyncFrontend>(service_.get());
     grpc::ServerBuilder builder;
     int port = 0;
@@ -127,6 +127,8 @@ class AdmissionTest : public ::testing::Test {
   }
 
   Gate gate_;
+  MetricsRegistry registry_;
+  ServerMetrics metrics_{&registry_};
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<OfferServiceImpl> service_;
   std::unique_ptr<AsyncFrontend> frontend_;
@@ -229,6 +231,27 @@ TEST_F(AdmissionTest, CallWhoseDeadlinePassedWhileQueuedIsNotWorkedOn) {
 
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
+
+// A hedged request answered by another replica, or a client that gave up: once the client
+// cancels a call that waits for a worker, the worker skips it (the recommender here is null, so
+// working on it would crash).
+TEST_F(AdmissionTest, CallCancelledWhileQueuedIsNotWorkedOn) {
+  StartServer(/*max_in_flight=*/4, absl::Seconds(60));
+  BlockWorker();
+  AsyncCall call;
+  StartCall(stub_.get(), &call);
+  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  call.context.TryCancel();
+  ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(WaitFor([&] { return frontend_->calls_cancelled() == 1; }));
+  EXPECT_EQ(metrics_.shed_cancelled().Value(), 0);
+  gate_.Open();
+  ASSERT_TRUE(WaitFor([&] { return metrics_.shed_cancelled().Value() == 1; }));
+  EXPECT_EQ(metrics_.shed_queue_timeout().Value(), 0);
+  EXPECT_EQ(metrics_.shed_deadline().Value(), 0);
+  EXPECT_TRUE(WaitFor([&] { return metrics_.in_flight().Value() == 0; }));  // counted out
+}
 
 TEST_F(AdmissionTest, HealthCheckAnswersTheKnownServicesOnly) {
   StartServer(/*max_in_flight=*/8, absl::Milliseconds(50));

@@ -365,7 +365,8 @@ TEST_F(ServerTest, AWriteStallIsWaitedForByAWorkerNotByThePollingThread) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
   const auto handoffs = [&](int n) {
     return server_->metrics_registry().TextExposition().find(
-               "\nofferd_write_stall_handoffs_total " + std::to_string(n) + "\n") !=
+               "\nofferd_dispatched_total{path=\"inline_stalled\"} " + std::to_string(n) +
+               "\n") !=
            std::string::npos;
   };
   ASSERT_TRUE(handoffs(0));

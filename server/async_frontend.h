@@ -46,7 +46,10 @@ namespace offerd {
 //
 // Lifecycle: Register() before BuildAndStart(), Start() after it; at shutdown
 // BeginShutdown(), then the server's Shutdown(), then the worker pool's Stop(), then
-// Shutdown() here (the queue must outlive every reply a worker may still send).
+// Shutdown() here (the queue must outlive every reply a worker may still send). No operation
+// starts on the queue after that: the server's Shutdown() returns only once every call has
+// been released, even past its deadline, and the polling thread releases a call after the
+// call's last operation (ServerTest.ACallHeldOnThePollingThreadPastTheDrainHoldsUpShutdown...).
 class AsyncFrontend {
  public:
   static constexpr int kMaxWatchers = 1000;

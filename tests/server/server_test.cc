@@ -6,9 +6,11 @@
 #include <grpcpp/security/credentials.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -434,6 +436,86 @@ TEST_F(ServerTest, AWriteStallIsWaitedForByAWorkerNotByThePollingThread) {
         << offer.offer_id() << " was recorded by the stalled inline run too";
   }
   EXPECT_EQ(DayStateOf(*fatigue, clock_.NowMs()).offers_served_today, 3);
+}
+
+}  // namespace
+}  // namespace offerd
+
+namespace offerd {
+namespace {
+
+// A clock whose next reading, once armed, waits until opened: holds a call on the thread
+// that computes it.
+class GateClock final : public Clock {
+ public:
+  int64_t NowMs() const override {
+    if (armed_.exchange(false)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return open_; });
+    }
+    return 1'790'000'000'000;
+  }
+  void Arm() { armed_ = true; }
+  bool WaitHeld() const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [this] { return held_; });
+  }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  mutable std::atomic<bool> armed_{false};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable bool held_ = false;
+  bool open_ = false;
+};
+
+// The front end's queue may only shut down once no thread can start an operation on it. A
+// call computed on the polling thread past the drain deadline must therefore hold up the
+// shutdown: gRPC's server shutdown waits for every call to be released, and the call is
+// released on the polling thread after its reply. If the order in OfferdServer::Shutdown
+// changed, the reply below would go to a queue already shut down.
+TEST_F(ServerTest, ACallHeldOnThePollingThreadPastTheDrainHoldsUpShutdownUntilItEnds) {
+  GateClock clock;
+  options_.snapshot_poll_interval = absl::ZeroDuration();
+  absl::StatusOr<std::unique_ptr<OfferdServer>> server = OfferdServer::Create(options_, &clock);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->Start().ok());
+  auto stub = v1::OfferService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*server)->port()), grpc::InsecureChannelCredentials()));
+  clock.Arm();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v1::RecommendRequest request = Request("u00003", 3);
+  v1::RecommendResponse response;
+  std::atomic<bool> done{false};
+  grpc::Status status;
+  stub->async()->Recommend(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    done = true;
+  });
+  ASSERT_TRUE(clock.WaitHeld());  // the call is alone, so inline: the polling thread is held
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    (*server)->Shutdown(absl::Milliseconds(20));
+    stopped = true;
+  });
+  // Well past the drain deadline (a wait that can only make the check below pass late, never
+  // fail wrongly): the shutdown is still waiting for the held call.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(stopped.load());
+  clock.Open();
+  stopper.join();
+  ASSERT_TRUE(WaitFor([&] { return done.load(); }));
+  EXPECT_FALSE(status.ok());  // cancelled by the drain: the client sees the server go away
 }
 
 }  // namespace

@@ -70,7 +70,8 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry) : registry_(registry) {
       "offerd_requests_shed_total",
       "Admitted or arriving calls answered without work, by reason: 'overload' (beyond "
       "--max_in_flight), 'deadline' (passed before work), 'queue_timeout' (waited longer than "
-      "--max_queue_wait_ms for a worker), 'cancelled' (the client cancelled it while queued).",
+      "--max_queue_wait_ms for a worker), 'cancelled' (cancelled while queued: by its client, "
+      "a broken connection or the server's drain at shutdown).",
       {"reason"}));
   shed_overload_ = &shed.WithLabels({"overload"});
   shed_deadline_ = &shed.WithLabels({"deadline"});

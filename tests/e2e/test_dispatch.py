@@ -14,7 +14,8 @@ from offerd.v1 import offer_service_pb2_grpc
 from tests.e2e.offerd_process import run_offerd_expect_exit, start_offerd
 from tests.e2e.test_prometheus_scrape import _get
 
-_DISPATCHED = re.compile(r'^offerd_dispatched_total\{path="(inline|worker)"\} (\S+)$', re.M)
+_DISPATCHED = re.compile(r'^offerd_dispatched_total\{path="(inline|worker|inline_stalled)"\} (\S+)$',
+                         re.M)
 
 
 def _dispatched(proc) -> dict[str, float]:
@@ -23,7 +24,7 @@ def _dispatched(proc) -> dict[str, float]:
     status, text = _get(f"http://127.0.0.1:{serving['metrics_port']}/metrics")
     assert status == 200
     counts = {path: float(value) for path, value in _DISPATCHED.findall(text)}
-    assert set(counts) == {"inline", "worker"}, text
+    assert set(counts) == {"inline", "worker", "inline_stalled"}, text
     return counts
 
 
@@ -46,15 +47,15 @@ def test_calls_run_inline_when_alone_and_every_overlapping_call_is_answered(worl
         after = _dispatched(proc)
         assert after["inline"] - before["inline"] == len(users)
         assert after["worker"] == before["worker"]
+        assert after["inline_stalled"] == before["inline_stalled"] == 0  # RocksDB kept up
 
-        # Overlapping calls: all answered, each counted once on one of the two paths.
+        # Overlapping calls: all answered, each counted once on one of the paths.
         with ThreadPoolExecutor(max_workers=8) as pool:
             responses = list(pool.map(lambda u: _recommend(stub, u), users * 4))
         assert len(responses) == 4 * len(users)
         assert all(r.decision_id for r in responses)
         final = _dispatched(proc)
-        assert (final["inline"] - after["inline"]) + (final["worker"] - after["worker"]) == \
-            4 * len(users)
+        assert sum(final[path] - after[path] for path in final) == 4 * len(users)
     finally:
         assert proc.stop() == 0
 

@@ -204,6 +204,15 @@ rocksdb::WriteOptions ServingWriteOptions(OnWriteStall on_stall) {
   return options;
 }
 
+// Takes `lock` (a mutex or a std::unique_lock): waits for it, or with OnWriteStall::kFail only
+// tries it. False when it is busy and may not be waited for.
+template <typename Lockable>
+bool LockUnlessBusy(Lockable& lock, OnWriteStall on_stall) {
+  if (on_stall == OnWriteStall::kFail) return lock.try_lock();
+  lock.lock();
+  return true;
+}
+
 // The error IsWriteStalled() recognises.
 absl::Status WriteStalledError(absl::string_view what, absl::string_view why) {
   absl::Status stalled = absl::UnavailableError(
@@ -376,9 +385,7 @@ absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
                                            absl::string_view decision_id, int64_t now_ms,
                                            const DecideFn& decide, OnWriteStall on_stall) {
   std::unique_lock<std::mutex> lock(UserLock(user_id), std::defer_lock);
-  if (on_stall == OnWriteStall::kWait) {
-    lock.lock();
-  } else if (!lock.try_lock()) {
+  if (!LockUnlessBusy(lock, on_stall)) {
     return WriteStalledError("fatigue write", "another writer holds the user's lock");
   }
   absl::StatusOr<UserFatigueRecord> record = ReadFatigue(user_id);
@@ -403,9 +410,7 @@ absl::Status RocksDbStore::DecideAndRecord(absl::string_view user_id,
 absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     absl::Span<const UserEvent> events, OnWriteStall on_stall) {
   std::unique_lock<std::mutex> events_lock(events_mu_, std::defer_lock);
-  if (on_stall == OnWriteStall::kWait) {
-    events_lock.lock();
-  } else if (!events_lock.try_lock()) {
+  if (!LockUnlessBusy(events_lock, on_stall)) {
     return WriteStalledError("events write", "another writer holds the events lock");
   }
   // Lock every involved user's stripe, in address order (no deadlock with DecideAndRecord,
@@ -420,9 +425,7 @@ absl::StatusOr<RocksDbStore::ApplyStats> RocksDbStore::ApplyEvents(
     }
   } unlock{locked};
   for (std::mutex* m : stripes) {
-    if (on_stall == OnWriteStall::kWait) {
-      m->lock();
-    } else if (!m->try_lock()) {
+    if (!LockUnlessBusy(*m, on_stall)) {
       return WriteStalledError("events write", "another writer holds a user's lock");
     }
     locked.push_back(m);

@@ -143,9 +143,10 @@ class RocksDbStore final : public FeatureStore {
   // record, calls `decide` with it, and records every offer id `decide` returns as shown at
   // now_ms (impression bucket + day count) together with a dedupe marker per (decision_id,
   // offer, IMPRESSION), so that the client's IMPRESSION for that decision is not counted
-  // again. `decide` must not call back into the store. With OnWriteStall::kFail, a write
-  // RocksDB would delay is not made: nothing is recorded and the error satisfies
-  // IsWriteStalled(), so the caller can run the whole decision again where waiting is allowed.
+  // again. `decide` must not call back into the store. With OnWriteStall::kFail, a write that
+  // would wait (RocksDB throttling, or the user's lock held) is not made: nothing is recorded
+  // and the error satisfies IsWriteStalled(), so the caller can run the whole decision again
+  // where waiting is allowed.
   using DecideFn = std::function<absl::Status(const UserFatigueRecord& fatigue,
                                               std::vector<std::string>* served_offer_ids)>;
   absl::Status DecideAndRecord(absl::string_view user_id, absl::string_view decision_id,
@@ -162,7 +163,7 @@ class RocksDbStore final : public FeatureStore {
   // IMPRESSION -> impression bucket and day count (unless already counted for its decision);
   // DISMISS / REDEEM -> cooldown times; REDEEM also uses one unit of the offer's budget.
   // Events with a decision_id are applied at most once per (decision_id, offer_id, type).
-  // With OnWriteStall::kFail, a batch RocksDB would delay is not written (IsWriteStalled()).
+  // With OnWriteStall::kFail, a batch that would wait is not written (IsWriteStalled()).
   absl::StatusOr<ApplyStats> ApplyEvents(absl::Span<const UserEvent> events,
                                          OnWriteStall on_stall = OnWriteStall::kWait);
 

@@ -14,20 +14,12 @@
 #include "server/async_frontend.h"
 #include "server/services.h"
 #include "server/worker_pool.h"
+#include "tests/test_util/wait_for.h"
 
 namespace offerd {
 namespace {
 
-// Waits for `predicate` with a deadline instead of sleeping and hoping.
-template <typename Predicate>
-bool WaitFor(Predicate predicate, std::chrono::seconds limit = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using testing::WaitFor;
 
 // A gate that holds worker threads until opened.
 class Gate {
@@ -87,6 +79,25 @@ TEST(WorkerPoolTest, InitRunsOnEveryWorkerThread) {
   EXPECT_EQ(inits.load(), 3);
 }
 
+struct AsyncCall {
+  grpc::ClientContext context;
+  v1::RecommendRequest request;
+  v1::RecommendResponse response;
+  grpc::Status status;
+  std::atomic<bool> done{false};
+};
+
+void StartCall(v1::OfferService::Stub* stub, AsyncCall* call) {
+  call->request.set_user_id("u1");
+  call->request.set_num_offers(3);
+  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  stub->async()->Recommend(&call->context, &call->request, &call->response,
+                           [call](grpc::Status status) {
+                             call->status = std::move(status);
+                             call->done = true;
+                           });
+}
+
 // An OfferService on a real loopback gRPC server whose worker pool the test controls. The
 // recommender is never reached: every call here is refused before it would run.
 class AdmissionTest : public ::testing::Test {
@@ -126,6 +137,13 @@ class AdmissionTest : public ::testing::Test {
     ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 0; }));
   }
 
+  // Starts `call` and waits until it is queued behind the blocked worker.
+  void StartQueuedCall(AsyncCall* call) {
+    BlockWorker();
+    StartCall(stub_.get(), call);
+    ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  }
+
   Gate gate_;
   MetricsRegistry registry_;
   ServerMetrics metrics_{&registry_};
@@ -136,25 +154,6 @@ class AdmissionTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::OfferService::Stub> stub_;
 };
-
-struct AsyncCall {
-  grpc::ClientContext context;
-  v1::RecommendRequest request;
-  v1::RecommendResponse response;
-  grpc::Status status;
-  std::atomic<bool> done{false};
-};
-
-void StartCall(v1::OfferService::Stub* stub, AsyncCall* call) {
-  call->request.set_user_id("u1");
-  call->request.set_num_offers(3);
-  call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  stub->async()->Recommend(&call->context, &call->request, &call->response,
-                           [call](grpc::Status status) {
-                             call->status = std::move(status);
-                             call->done = true;
-                           });
-}
 
 TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
   // A 1 ms queue limit: the two admitted calls are shed when the worker frees up (the
@@ -190,10 +189,8 @@ TEST_F(AdmissionTest, BeyondMaxInFlightCallsFailFastWhileAdmittedOnesWait) {
 
 TEST_F(AdmissionTest, CallThatWaitedTooLongForAWorkerIsShed) {
   StartServer(/*max_in_flight=*/8, absl::Milliseconds(1));
-  BlockWorker();
   AsyncCall call;
-  StartCall(stub_.get(), &call);
-  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartQueuedCall(&call));
   // Make sure it has waited past the 1 ms limit before a worker frees up.
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   gate_.Open();
@@ -229,18 +226,13 @@ TEST_F(AdmissionTest, CallWhoseDeadlinePassedWhileQueuedIsNotWorkedOn) {
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
 }
 
-using grpc::health::v1::HealthCheckRequest;
-using grpc::health::v1::HealthCheckResponse;
-
 // A hedged request answered by another replica, or a client that gave up: once the client
 // cancels a call that waits for a worker, the worker skips it (the recommender here is null, so
 // working on it would crash).
 TEST_F(AdmissionTest, CallCancelledWhileQueuedIsNotWorkedOn) {
   StartServer(/*max_in_flight=*/4, absl::Seconds(60));
-  BlockWorker();
   AsyncCall call;
-  StartCall(stub_.get(), &call);
-  ASSERT_TRUE(WaitFor([&] { return pool_->queued() == 1; }));
+  ASSERT_NO_FATAL_FAILURE(StartQueuedCall(&call));
   call.context.TryCancel();
   ASSERT_TRUE(WaitFor([&] { return call.done.load(); }));
   EXPECT_EQ(call.status.error_code(), grpc::StatusCode::CANCELLED);
@@ -252,6 +244,9 @@ TEST_F(AdmissionTest, CallCancelledWhileQueuedIsNotWorkedOn) {
   EXPECT_EQ(metrics_.shed_deadline().Value(), 0);
   EXPECT_TRUE(WaitFor([&] { return metrics_.in_flight().Value() == 0; }));  // counted out
 }
+
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
 
 TEST_F(AdmissionTest, HealthCheckAnswersTheKnownServicesOnly) {
   StartServer(/*max_in_flight=*/8, absl::Milliseconds(50));

@@ -30,12 +30,14 @@
 #include "store/rocksdb_store.h"
 #include "tests/test_util/bundle_writer.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wait_for.h"
 
 namespace offerd {
 namespace {
 
 using testing::TempDir;
 using testing::TestWorld;
+using testing::WaitFor;
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -353,15 +355,6 @@ TEST_F(ServerTest, FatigueExpiresByTheServersClockNotTheWallClock) {
   EXPECT_TRUE(store->GetUserFatigue("u00001")->empty());
 }
 
-
-bool WaitFor(const std::function<bool()>& predicate) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 // A call alone in flight runs on the front end's only polling thread. A RocksDB write stall
 // must not stop that thread: the call is handed to a worker, which waits for RocksDB, while

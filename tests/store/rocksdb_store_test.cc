@@ -1,6 +1,5 @@
 #include "store/rocksdb_store.h"
 
-#include <chrono>
 #include <cmath>
 #include <atomic>
 #include <fstream>
@@ -12,12 +11,14 @@
 #include "store/user_codec.h"
 #include "tests/test_util/bundle_writer.h"
 #include "tests/test_util/temp_dir.h"
+#include "tests/test_util/wait_for.h"
 
 namespace offerd {
 namespace {
 
 using testing::TempDir;
 using testing::TestWorld;
+using testing::WaitFor;
 
 std::unique_ptr<RocksDbStore> OpenStore(const std::string& path) {
   RocksDbStore::Options options;
@@ -221,9 +222,7 @@ TEST_F(RocksDbStoreTest, AStalledWriteFailsAtOnceWithNothingWrittenOrWaitsWhenAl
     returned = true;
   });
   JoinAfterResume join{writer, store_.get()};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!at_write && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
-  ASSERT_TRUE(at_write);  // it has decided, and is now at its write
+  ASSERT_TRUE(WaitFor([&] { return at_write.load(); }));  // it has decided, and is at its write
   EXPECT_FALSE(returned) << "a write was taken while RocksDB stopped writes";
   ASSERT_TRUE(store_->ResumeWritesForTesting().ok());
   writer.join();
@@ -252,13 +251,11 @@ TEST_F(RocksDbStoreTest, AWriteThatMayNotWaitDoesNotWaitForAnotherWritersLocks) 
   });
   JoinAfterResume join{writer, store_.get()};
   const auto fails_because = [&](absl::string_view why, const auto& write) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
+    return WaitFor([&] {
       const absl::Status s = write();
       EXPECT_TRUE(IsWriteStalled(s)) << s;  // never waits, never writes
-      if (s.message().find(why) != absl::string_view::npos) return true;
-    }
-    return false;
+      return s.message().find(why) != absl::string_view::npos;
+    });
   };
   EXPECT_TRUE(fails_because("another writer holds the events lock", [&] {
     return store_->ApplyEvents({{"u2", "o1", EventKind::kDismiss, kNow, "", 0}}, OnWriteStall::kFail)
